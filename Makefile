@@ -1,0 +1,38 @@
+# `make train` and `make test` are all a fresh clone needs; both install into .venv first (once).
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+# The real MNIST files: DATA_DIR if set, else ../shared/mnist where it exists (CI, dev machines), else data/.
+DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
+export DATA_DIR
+
+.PHONY: help install train test lint tensorboard clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools (skipped when up to date)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: install  ## train the default recipe (dropout_steplr); pass overrides as ARGS="model=baseline seed=2"
+	$(PYTHON) -m src.train $(ARGS)
+
+test: install  ## run the test suite (real-data tests run when DATA_DIR holds MNIST)
+	$(PYTHON) -m pytest $(ARGS)
+
+lint: install  ## ruff check and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+tensorboard: install  ## browse every run and multirun job under outputs/
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean:  ## remove caches (never outputs/ or .venv)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -1,0 +1,137 @@
+"""Callbacks that turn a run into what users read: one line per epoch, `summary.json`'s rows, TensorBoard figures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from src.data import MNIST_MEAN, MNIST_STD  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def _metric(trainer: pl.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100.0 * value, 4)
+
+
+class EpochLog(pl.Callback):
+    """Prints one line per epoch and keeps the per-epoch rows (accuracies in %) that `summary.json` reports."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": _metric(trainer, "train/loss"),
+            "train_acc": _percent(_metric(trainer, "train/acc")),
+            "val_loss": _metric(trainer, "val/loss"),
+            "val_acc": _percent(_metric(trainer, "val/acc")),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],  # the schedule steps after this hook
+            "seconds": round(time.perf_counter() - self._epoch_start, 2),
+        }
+        self.rows.append(row)
+        log.info(
+            "epoch %d/%d | train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | lr %.3g | %.1fs",
+            row["epoch"], trainer.max_epochs, row["train_loss"], row["train_acc"],
+            row["val_loss"], row["val_acc"], row["lr"], row["seconds"],
+        )  # fmt: skip
+
+
+def _denormalise(images: torch.Tensor) -> torch.Tensor:
+    return (images * MNIST_STD + MNIST_MEAN).clamp(0, 1)
+
+
+class TensorBoardFigures(pl.Callback):
+    """Logs what a scalar cannot show: one augmented training batch, the test confusion matrix, misclassified digits."""
+
+    def __init__(self, max_misclassified: int = 64) -> None:
+        self.max_misclassified = max_misclassified
+        self._confusion = torch.zeros(10, 10, dtype=torch.long)
+        self._wrong: list[tuple[torch.Tensor, int, int]] = []
+
+    @staticmethod
+    def _tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:
+        return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        tensorboard = self._tensorboard(trainer)
+        if tensorboard is None or trainer.global_step != 0 or batch_idx != 0:
+            return
+        grid = make_grid(_denormalise(batch[0][:64].detach().cpu()), nrow=8, pad_value=0.5)
+        tensorboard.experiment.add_image("train/augmented_batch", grid, global_step=0)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._confusion.zero_()
+        self._wrong.clear()
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        images, targets = (t.detach().cpu() for t in batch)
+        preds = outputs["preds"].detach().cpu()
+        self._confusion += torch.bincount(targets * 10 + preds, minlength=100).reshape(10, 10)
+        for index in (preds != targets).nonzero().flatten().tolist():
+            if len(self._wrong) < self.max_misclassified:
+                self._wrong.append((images[index, 0], int(preds[index]), int(targets[index])))
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tensorboard = self._tensorboard(trainer)
+        if tensorboard is None:
+            return
+        step = trainer.global_step
+        tensorboard.experiment.add_figure("test/confusion_matrix", self._confusion_figure(), global_step=step)
+        if self._wrong:
+            tensorboard.experiment.add_figure("test/misclassified", self._misclassified_figure(), global_step=step)
+
+    def _confusion_figure(self) -> plt.Figure:
+        figure, axes = plt.subplots(figsize=(6, 6))
+        axes.imshow(self._confusion.numpy(), cmap="Blues")
+        for true in range(10):
+            for pred in range(10):
+                axes.text(pred, true, int(self._confusion[true, pred]), ha="center", va="center", fontsize=7)
+        axes.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
+        axes.set_title("test set confusion matrix")
+        figure.tight_layout()
+        return figure
+
+    def _misclassified_figure(self) -> plt.Figure:
+        columns = 8
+        rows = (len(self._wrong) + columns - 1) // columns
+        figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.4), squeeze=False)
+        for axis in axes.flat:
+            axis.axis("off")
+        for axis, (image, pred, true) in zip(axes.flat, self._wrong, strict=False):
+            axis.imshow(_denormalise(image).numpy(), cmap="gray")
+            axis.set_title(f"pred {pred} / true {true}", fontsize=7)
+        figure.tight_layout()
+        return figure

@@ -1,0 +1,104 @@
+"""The LightningModule: NLL loss on the net's log-probabilities, torchmetrics accuracy, optimiser and schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from src import UserError
+from src.nets import count_parameters
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+class MNISTClassifier(pl.LightningModule):
+    """Trains any net of `src.nets`; refuses one at or over the `max_params` budget before training starts.
+
+    `optimizer` is a partial that takes the parameters; `scheduler` is `{interval, lr_scheduler}` where
+    `lr_scheduler` is a partial that takes the optimiser (or null). A schedule that needs the run length
+    (`total_steps: null`, as OneCycleLR) gets it from the trainer.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: Mapping[str, Any] | None = None,
+        max_params: int = 20_000,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.net = net
+        self.num_params = count_parameters(net)
+        if self.num_params >= max_params:
+            raise UserError(
+                f"{type(net).__name__} has {self.num_params:,} parameters, at or over model.max_params={max_params:,}"
+            )
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, targets = batch
+        log_probs = self(images)
+        return F.nll_loss(log_probs, targets), log_probs.argmax(dim=1), targets
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation pass must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds, targets = self._step(batch)
+        self.train_loss(loss)
+        self.train_acc(preds, targets)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, preds, targets = self._step(batch)
+        self.val_loss(loss, weight=len(targets))
+        self.val_acc(preds, targets)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, preds, targets = self._step(batch)
+        self.test_loss(loss, weight=len(targets))
+        self.test_acc(preds, targets)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        return {"preds": preds}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        schedule = self.hparams.scheduler
+        if not schedule or schedule.get("lr_scheduler") is None:
+            return optimizer
+        make_scheduler = schedule["lr_scheduler"]
+        run_length = {}
+        if "total_steps" in make_scheduler.keywords and make_scheduler.keywords["total_steps"] is None:
+            run_length["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": make_scheduler(optimizer, **run_length), "interval": schedule["interval"]},
+        }

@@ -1,0 +1,101 @@
+"""Entry point: `python -m src.train [overrides]` trains a recipe, tests the final weights, writes summary.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src import UserError
+from src.callbacks import EpochLog
+
+log = logging.getLogger(__name__)
+
+TARGET_ACC = 99.4
+
+
+def build_summary(
+    cfg: DictConfig, params: int, rows: list[dict[str, Any]], test: dict[str, float], seconds: float
+) -> dict[str, Any]:
+    """The run's record: final-epoch test figures plus the per-epoch curve (accuracies in %)."""
+    best = max(rows, key=lambda row: row["val_acc"]) if rows else None
+    return {
+        "recipe": cfg.recipe,
+        "params": params,
+        "seed": cfg.seed,
+        "epochs": len(rows),
+        "test_acc": round(100.0 * test["test/acc"], 4),
+        "test_loss": test["test/loss"],
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "first_epoch_at_or_above_99_4": next((r["epoch"] for r in rows if r["val_acc"] >= TARGET_ACC), None),
+        "train_seconds": round(seconds, 2),
+        "per_epoch": rows,
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
+    model = instantiate(cfg.model)
+    log.info("recipe %s: %s has %s parameters", cfg.recipe, type(model.net).__name__, f"{model.num_params:,}")
+
+    epoch_log = EpochLog()
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values()] + [epoch_log]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise UserError(f"training was interrupted after {len(epoch_log.rows)} epochs; no test, no summary.json")
+    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+
+    summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if logger:
+        choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
+        hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
+        metrics = {"hparams/test_acc": summary["test_acc"], "hparams/best_val_acc": summary["best_val_acc"] or 0.0}
+        logger.log_hyperparams({**hparams, "params": model.num_params, "epochs": summary["epochs"]}, metrics)
+        logger.finalize("success")
+    log.info(
+        "test acc %.2f%% (final-epoch weights), test loss %.4f; summary: %s",
+        summary["test_acc"], summary["test_loss"], output_dir / "summary.json",
+    )  # fmt: skip
+    return summary
+
+
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError behind `error`, if any (hydra's instantiate wraps what a constructor raises)."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__
+    return error
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Returns the final test accuracy, so sweepers can optimise it."""
+    try:
+        return train(cfg)["test_acc"]
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
+        raise SystemExit(f"error: {cause}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny MNIST files in the real IDX format, the CLI in a subprocess, the real data when present."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data import missing_raw_files
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN, TINY_TEST = 320, 160
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Writes `array` (uint8) as an IDX file: the 0x08 type code, the dimension count, big-endian sizes, the bytes."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def tiny_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28×28 'digits': a bright bar whose row encodes the label, over faint noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 10
+    images = rng.integers(0, 40, size=(count, 28, 28))
+    for image, label in zip(images, labels, strict=True):
+        image[4 + 2 * label : 6 + 2 * label, 6:22] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root in torchvision's layout (MNIST/raw/*-ubyte) with 320 train and 160 test images."""
+    root = tmp_path_factory.mktemp("tiny_mnist")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, count, seed in (("train", TINY_TRAIN, 0), ("t10k", TINY_TEST, 1)):
+        images, labels = tiny_digits(count, seed)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    root = Path(os.environ.get("DATA_DIR", "data")).resolve()
+    if missing_raw_files(root):
+        pytest.skip(f"real MNIST not found under {root}/MNIST/raw: set DATA_DIR to run the real-data tests")
+    return root
+
+
+def run_cli(*overrides: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None):
+    """Runs `python -m src.train OVERRIDES` as a user would, from the repo root, with DATA_DIR set."""
+    full_env = {**os.environ, "DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+TINY_RUN = (
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=2",
+    "data.num_workers=0",
+    "data.eval_batch_size=64",
+    "data.batch_size=32",
+)

@@ -1,0 +1,110 @@
+"""The real CLI in a subprocess on tiny IDX files: what a run leaves behind, multiruns, and the one-line errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY_RUN, run_cli
+
+SUMMARY_KEYS = {
+    "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "best_epoch",
+    "first_epoch_at_or_above_99_4", "train_seconds", "per_epoch",
+}  # fmt: skip
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+
+
+def read_tensorboard(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    return events.Reload()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    run_dir = tmp_path_factory.mktemp("run") / "dropout_steplr"
+    result = run_cli("model=dropout_steplr", *TINY_RUN, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir, result.stdout + result.stderr
+
+
+def test_run_writes_a_complete_summary(tiny_run: tuple[Path, str]) -> None:
+    run_dir, _ = tiny_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert (summary["recipe"], summary["params"], summary["seed"], summary["epochs"]) == ("dropout_steplr", 9320, 1, 2)
+    assert [row["epoch"] for row in summary["per_epoch"]] == [1, 2]
+    assert all(set(row) == EPOCH_KEYS for row in summary["per_epoch"])
+    assert summary["per_epoch"][0]["lr"] == 0.01
+    assert 0 <= summary["test_acc"] <= 100 and summary["test_loss"] > 0
+    # Default evaluation is on the test set, so the final epoch's val accuracy is the final weights' test accuracy.
+    assert summary["test_acc"] == pytest.approx(summary["per_epoch"][-1]["val_acc"], abs=1e-3)
+    assert summary["best_val_acc"] == max(row["val_acc"] for row in summary["per_epoch"])
+
+
+def test_run_keeps_config_checkpoints_and_console_lines(tiny_run: tuple[Path, str]) -> None:
+    run_dir, output = tiny_run
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*-val_acc*.ckpt"))) == 1
+    assert "DropoutGapNet has 9,320 parameters" in output
+    assert "epoch 1/2 | train loss" in output and "epoch 2/2 | train loss" in output
+
+
+def test_tensorboard_events_hold_metrics_and_figures(tiny_run: tuple[Path, str]) -> None:
+    events = read_tensorboard(tiny_run[0])
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "train/lr", "test/acc"} <= scalars
+    assert [event.step for event in events.Scalars("val/acc")] and len(events.Scalars("val/acc")) == 2
+    assert {"train/augmented_batch", "test/confusion_matrix", "test/misclassified"} <= set(events.Tags()["images"])
+
+
+def test_onecycle_schedule_gets_the_run_length(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli("scheduler=onecycle", "logger=none", *TINY_RUN, f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = [row["lr"] for row in json.loads((tmp_path / "summary.json").read_text())["per_epoch"]]
+    assert lrs[1] < lrs[0] < 0.01  # past the peak at 25 %, then annealed towards zero at the end
+
+
+def test_multirun_leaves_one_dir_per_job(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "-m", "model=baseline,sequential_avgpool", *TINY_RUN, "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}",
+        data_dir=tiny_mnist,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    job_dirs = sorted(path.name for path in tmp_path.iterdir() if path.is_dir() and path.name[0].isdigit())
+    assert job_dirs == ["0_baseline_seed1", "1_sequential_avgpool_seed1"]
+    recipes = [json.loads((tmp_path / name / "summary.json").read_text())["recipe"] for name in job_dirs]
+    assert recipes == ["baseline", "sequential_avgpool"]
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in last_line
+
+
+def test_absent_data_offline_stops_with_one_line(tmp_path: Path) -> None:
+    offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+    empty_root = tmp_path / "no_mnist_here"
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", data_dir=empty_root, env=offline)
+    assert_one_line_error(result, f"not under {empty_root}/MNIST/raw", "DATA_DIR or data.root", "download failed")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_over_budget_net_stops_before_training(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli("model=baseline", "model.max_params=9000", f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
+    assert_one_line_error(result, "BatchNormGapNet has 9,186 parameters", "model.max_params=9,000")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_recipe_lists_the_valid_ones(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli("model=resnet50", f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "Could not find 'model/resnet50'" in result.stderr
+    for recipe in ("baseline", "augmented", "dropout_steplr", "sequential_avgpool"):
+        assert recipe in result.stderr

@@ -1,0 +1,71 @@
+"""Every recipe composes, builds a net under budget, and keeps each piece overridable."""
+
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src.module import MNISTClassifier
+from src.train import user_error_in
+from tests.conftest import REPO, run_cli
+
+RECIPES = {
+    # recipe: (params, batch size, epochs, augmentation, scheduler)
+    "baseline": (9_186, 128, 20, "none", "none"),
+    "augmented": (9_186, 64, 20, "seed_affine", "none"),
+    "dropout_steplr": (9_320, 64, 19, "seed_affine", "steplr"),
+    "sequential_avgpool": (12_234, 64, 19, "none", "none"),
+}
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_every_recipe_config_is_listed_here() -> None:
+    assert {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")} == set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_composes_to_its_published_settings(recipe: str) -> None:
+    params, batch_size, epochs, augmentation, scheduler = RECIPES[recipe]
+    cfg = compose_train(f"model={recipe}")
+    model = instantiate(cfg.model)
+    assert isinstance(model, MNISTClassifier)
+    assert model.num_params == params < 20_000
+    assert (cfg.recipe, cfg.data.batch_size, cfg.trainer.max_epochs) == (recipe, batch_size, epochs)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.augmentation, choices.scheduler, choices.optimizer) == (augmentation, scheduler, "sgd")
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum) == (0.01, 0.9)
+
+
+def test_command_line_overrides_beat_the_recipe() -> None:
+    cfg = compose_train(
+        "model=dropout_steplr", "scheduler=onecycle", "augmentation=none", "data.batch_size=128",
+        "trainer.max_epochs=5", "seed=3",
+    )  # fmt: skip
+    assert cfg.scheduler.lr_scheduler._target_.endswith("OneCycleLR")
+    assert cfg.augmentation.transforms == []
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.seed) == (128, 5, 3)
+
+
+def test_default_recipe_is_dropout_steplr() -> None:
+    assert compose_train().recipe == "dropout_steplr"
+
+
+def test_net_at_or_over_the_budget_is_refused_with_its_count() -> None:
+    cfg = compose_train("model=sequential_avgpool", "model.max_params=12234")
+    with pytest.raises(Exception) as raised:  # noqa: B017 - hydra wraps it; the UserError is the cause
+        instantiate(cfg.model)
+    assert re.search(r"12,234 parameters.*max_params=12,234", str(user_error_in(raised.value)))
+
+
+def test_cfg_job_prints_the_composed_config(tiny_mnist: Path) -> None:
+    result = run_cli("model=dropout_steplr", "--cfg", "job", data_dir=tiny_mnist)
+    assert result.returncode == 0, result.stderr
+    assert "recipe: dropout_steplr" in result.stdout
+    assert "_target_: src.nets.DropoutGapNet" in result.stdout
