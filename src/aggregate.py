@@ -1,0 +1,86 @@
+"""Aggregates runs: `python -m src.aggregate DIR...` reads every summary.json below the DIRs (any sweep or run dir)
+and writes one row per recipe, over its seeds, as Markdown and CSV.
+
+Final-epoch test accuracy is the result; the best epoch is shown beside it, never instead of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "recipe", "params", "epochs", "seeds", "final test acc % (mean ± std)", "min", "max",
+    "best-epoch acc % (mean)", "first epoch ≥ 99.4 % (per seed)", "minutes per run",
+)  # fmt: skip
+
+
+def load_summaries(dirs: list[Path]) -> list[dict[str, Any]]:
+    paths = sorted(path for folder in dirs for path in folder.rglob("summary.json"))
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One row per recipe; std is the sample std over seeds (0 with a single run)."""
+    by_recipe: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for summary in summaries:
+        by_recipe[summary["recipe"]].append(summary)
+    rows = []
+    for recipe, runs in sorted(by_recipe.items()):
+        runs.sort(key=lambda run: run["seed"])
+        accs = [run["test_acc"] for run in runs]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        first = ", ".join(str(run["first_epoch_at_or_above_99_4"] or "never") for run in runs)
+        values = (
+            recipe,
+            "/".join(sorted({f"{run['params']:,}" for run in runs})),
+            "/".join(sorted({str(run["epochs"]) for run in runs})),
+            ",".join(str(run["seed"]) for run in runs),
+            f"{statistics.mean(accs):.2f} ± {std:.2f}",
+            f"{min(accs):.2f}",
+            f"{max(accs):.2f}",
+            f"{statistics.mean(run['best_val_acc'] for run in runs):.2f}",
+            first,
+            f"{statistics.mean(run['train_seconds'] for run in runs) / 60:.1f}",
+        )
+        rows.append(dict(zip(COLUMNS, values, strict=True)))
+    return rows
+
+
+def to_markdown(rows: list[dict[str, str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[column] for column in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep dirs holding summary.json files")
+    parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv (default: print the Markdown only)")
+    args = parser.parse_args(argv)
+    missing = [str(folder) for folder in args.dirs if not folder.is_dir()]
+    if missing:
+        sys.exit(f"error: not a directory: {', '.join(missing)}")
+    summaries = load_summaries(args.dirs)
+    if not summaries:
+        sys.exit(f"error: no summary.json under {', '.join(map(str, args.dirs))}; finished runs leave one each")
+    rows = aggregate(summaries)
+    markdown = to_markdown(rows)
+    print(markdown, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(markdown)
+        with args.out.with_suffix(".csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

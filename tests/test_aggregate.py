@@ -1,0 +1,42 @@
+"""The seed aggregation on synthetic summaries."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src.aggregate import aggregate, main
+
+
+def write_summary(folder: Path, recipe: str, seed: int, test_acc: float, first: int | None) -> None:
+    folder.mkdir(parents=True)
+    summary = {
+        "recipe": recipe, "params": 9320, "seed": seed, "epochs": 19, "test_acc": test_acc, "test_loss": 0.02,
+        "best_val_acc": test_acc + 0.1, "best_epoch": 12, "first_epoch_at_or_above_99_4": first,
+        "train_seconds": 600.0, "per_epoch": [],
+    }  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_rows_give_mean_std_min_and_first_epoch_per_seed(tmp_path: Path) -> None:
+    write_summary(tmp_path / "sweep" / "0", "dropout_steplr", 2, 99.40, 9)
+    write_summary(tmp_path / "sweep" / "1", "dropout_steplr", 1, 99.50, 16)
+    write_summary(tmp_path / "sweep" / "2", "dropout_steplr", 3, 99.30, None)
+    write_summary(tmp_path / "other" / "0", "baseline", 1, 98.70, None)
+    main([str(tmp_path), "--out", str(tmp_path / "table")])
+    rows = {row["recipe"]: row for row in aggregate([json.loads(p.read_text()) for p in tmp_path.rglob("*.json")])}
+    steplr = rows["dropout_steplr"]
+    assert steplr["seeds"] == "1,2,3"
+    assert steplr["final test acc % (mean ± std)"] == "99.40 ± 0.10"
+    assert (steplr["min"], steplr["max"]) == ("99.30", "99.50")
+    assert steplr["first epoch ≥ 99.4 % (per seed)"] == "16, 9, never"
+    assert steplr["minutes per run"] == "10.0"
+    assert rows["baseline"]["final test acc % (mean ± std)"] == "98.70 ± 0.00"
+    markdown = (tmp_path / "table.md").read_text()
+    assert markdown.count("\n") == 4 and "| dropout_steplr |" in markdown
+    assert (tmp_path / "table.csv").read_text().startswith("recipe,params,epochs,seeds")
+
+
+def test_dir_without_summaries_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no summary.json under"):
+        main([str(tmp_path)])
