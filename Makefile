@@ -7,7 +7,7 @@ ARGS ?=
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install train test lint tensorboard clean
+.PHONY: help install train backprop test lint tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 
 train: install  ## train the default recipe (dropout_steplr); pass overrides as ARGS="model=baseline seed=2"
 	$(PYTHON) -m src.train $(ARGS)
+
+backprop: install  ## the published backprop-by-hand sweep over six learning rates (outputs/multiruns/...)
+	$(PYTHON) -m src.train task=backprop -m task.lr=0.1,0.2,0.5,0.8,1.0,2.0 $(ARGS)
 
 test: install  ## run the test suite (real-data tests run when DATA_DIR holds MNIST)
 	$(PYTHON) -m pytest $(ARGS)

@@ -15,6 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 COLUMNS = (
     "recipe", "params", "epochs", "seeds", "final test acc % (mean ± std)", "min", "max",
     "best-epoch acc % (mean)", "first epoch ≥ 99.4 % (per seed)", "minutes per run",
@@ -59,27 +62,49 @@ def to_markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_table(dirs: list[Path], out: Path) -> str:
+    summaries = load_summaries(dirs)
+    if not summaries:
+        raise FileNotFoundError(f"no summary.json under {', '.join(map(str, dirs))}; finished runs leave one each")
+    rows = aggregate(summaries)
+    markdown = to_markdown(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(markdown)
+    with out.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return markdown
+
+
+class SweepReport(Callback):
+    """At the end of a multirun, writes the sweep's comparison into its dir: `results.md/.csv` for MNIST
+    (mean ± std per recipe over seeds), the loss curves, summary and workbook for backprop."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if config.task.name == "backprop":
+            from src.backprop_runs import report_sweep  # matplotlib and openpyxl only when needed
+
+            written = report_sweep(sweep_dir)
+        else:
+            write_table([sweep_dir], sweep_dir / "results")
+            written = [sweep_dir / "results.md", sweep_dir / "results.csv"]
+        print("sweep report:", *written, sep="\n  ")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep dirs holding summary.json files")
-    parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv (default: print the Markdown only)")
+    parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv (default: results.md/.csv in the first DIR)")
     args = parser.parse_args(argv)
     missing = [str(folder) for folder in args.dirs if not folder.is_dir()]
     if missing:
         sys.exit(f"error: not a directory: {', '.join(missing)}")
-    summaries = load_summaries(args.dirs)
-    if not summaries:
-        sys.exit(f"error: no summary.json under {', '.join(map(str, args.dirs))}; finished runs leave one each")
-    rows = aggregate(summaries)
-    markdown = to_markdown(rows)
-    print(markdown, end="")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(markdown)
-        with args.out.with_suffix(".csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+    try:
+        print(write_table(args.dirs, args.out or args.dirs[0] / "results"), end="")
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

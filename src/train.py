@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src import UserError
+from src.backprop_runs import run_task
 from src.callbacks import EpochLog
 
 log = logging.getLogger(__name__)
 
 TARGET_ACC = 99.4
+HYDRA_FILES = {".hydra", "train.log"}
 
 
 def build_summary(
@@ -42,8 +46,7 @@ def build_summary(
     }
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -85,17 +88,36 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     return error
 
 
+def discard_if_empty(output_dir: Path) -> None:
+    """A run that failed before producing anything leaves no directory, only Hydra's own config and log."""
+    if output_dir.is_dir() and {path.name for path in output_dir.iterdir()} <= HYDRA_FILES:
+        shutil.rmtree(output_dir)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Returns the final test accuracy, so sweepers can optimise it."""
+    """Returns the run's objective (MNIST: final test accuracy; backprop: final E_total), for sweepers."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        return train(cfg)["test_acc"]
+        if cfg.task.name == "backprop":
+            last = run_task(cfg.task, output_dir)
+            log.info("E_total %.6g after %d iterations at lr %g; outputs in %s",
+                     last["E_total"], last["iteration"] + 1, last["lr"], output_dir)  # fmt: skip
+            return last["E_total"]
+        return train(cfg, output_dir)["test_acc"]
     except Exception as error:
         cause = user_error_in(error)
         if cause is None:
             raise
+        discard_if_empty(output_dir)
         raise SystemExit(f"error: {cause}") from None
 
 
+def multirun_flag_first(args: list[str]) -> list[str]:
+    """argparse stops reading overrides at the first flag; let `-m` stand anywhere (`task=backprop -m task.lr=…`)."""
+    return sorted(args, key=lambda arg: arg not in ("-m", "--multirun"))
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     main()

@@ -76,6 +76,8 @@ def test_multirun_leaves_one_dir_per_job(tiny_mnist: Path, tmp_path: Path) -> No
     assert job_dirs == ["0_baseline_seed1", "1_sequential_avgpool_seed1"]
     recipes = [json.loads((tmp_path / name / "summary.json").read_text())["recipe"] for name in job_dirs]
     assert recipes == ["baseline", "sequential_avgpool"]
+    table = (tmp_path / "results.md").read_text()  # written by the sweep-end report
+    assert "| baseline | 9,186 | 1 | 1 |" in table and "| sequential_avgpool | 12,234 | 1 | 1 |" in table
 
 
 def assert_one_line_error(result, *fragments: str) -> None:

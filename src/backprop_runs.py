@@ -1,0 +1,114 @@
+"""What a backprop run and a backprop sweep leave on disk: the CSV, TensorBoard, the workbook, the comparison.
+
+`python -m src.backprop_runs SWEEP_DIR` (re)builds the comparison for an existing sweep; Hydra's multirun builds
+it automatically when the sweep ends (`src.aggregate.SweepReport`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from src import UserError  # noqa: E402
+from src.backprop import WEIGHTS, read_csv, train, write_csv  # noqa: E402
+from src.workbook import write_workbook  # noqa: E402
+
+CONVERGED = 1e-3
+REPORT_ITERATIONS = (0, 10, 50)
+
+
+def run_task(task: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Trains first (validating every value), then writes, so bad input leaves nothing behind."""
+    rows = train(task.lr, task.iterations, task.inputs, task.targets, task.weights)
+    write_csv(rows, output_dir / "iterations.csv")
+    with SummaryWriter(str(output_dir / "tensorboard")) as writer:
+        for row in rows:
+            writer.add_scalar("backprop/E_total", row["E_total"], int(row["iteration"]))
+    write_workbook(output_dir / "backprop.xlsx", [workbook_run(rows, task.inputs, task.targets)])
+    return rows[-1]
+
+
+def workbook_run(rows: list[dict[str, float]], inputs: Any, targets: Any) -> dict[str, Any]:
+    return {
+        "lr": rows[0]["lr"],
+        "iterations": len(rows),
+        "inputs": list(inputs),
+        "targets": list(targets),
+        "weights": [rows[0][w] for w in WEIGHTS],
+    }
+
+
+def summary_row(rows: list[dict[str, float]]) -> dict[str, Any]:
+    losses = [row["E_total"] for row in rows]
+    first = next((index for index, loss in enumerate(losses) if loss < CONVERGED), None)
+    at = {f"E_total@{k}": losses[k] if k < len(losses) else None for k in REPORT_ITERATIONS}
+    return {
+        "lr": rows[0]["lr"],
+        **at,
+        f"E_total@last ({len(losses) - 1})": losses[-1],
+        f"first iteration E_total < {CONVERGED:g}": "never" if first is None else first,
+    }
+
+
+def _format(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else ("—" if value is None else str(value))
+
+
+def report_sweep(sweep_dir: Path) -> list[Path]:
+    """Side-by-side results of every backprop job under `sweep_dir`, ordered by learning rate."""
+    jobs = sorted(path.parent for path in sweep_dir.glob("*/iterations.csv"))
+    if not jobs:
+        raise UserError(f"no backprop runs (*/iterations.csv) under {sweep_dir}")
+    runs = []
+    for job in jobs:
+        task = OmegaConf.load(job / ".hydra" / "config.yaml").task
+        runs.append((read_csv(job / "iterations.csv"), task))
+    runs.sort(key=lambda run: run[0][0]["lr"])
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for rows, _ in runs:
+        axes.plot([r["iteration"] for r in rows], [r["E_total"] for r in rows], label=f"lr = {rows[0]['lr']:g}")
+    axes.set(xlabel="iteration", ylabel="E_total", title="Backprop by hand: E_total by learning rate")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(sweep_dir / "loss_curves.png", dpi=120)
+    plt.close(figure)
+
+    table = [summary_row(rows) for rows, _ in runs]
+    columns = list(table[0])
+    with (sweep_dir / "summary.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table)
+    markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    markdown += ["| " + " | ".join(_format(row[c]) for c in columns) + " |" for row in table]
+    (sweep_dir / "summary.md").write_text("\n".join(markdown) + "\n")
+
+    write_workbook(sweep_dir / "backprop_sweep.xlsx", [workbook_run(rows, t.inputs, t.targets) for rows, t in runs])
+    return [sweep_dir / name for name in ("loss_curves.png", "summary.md", "summary.csv", "backprop_sweep.xlsx")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Rebuild the comparison of a backprop sweep dir.")
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        written = report_sweep(args.sweep_dir)
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    print("\n".join(map(str, written)))
+
+
+if __name__ == "__main__":
+    main()
