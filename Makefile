@@ -3,11 +3,16 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+RECIPES ?= baseline augmented dropout_steplr sequential_avgpool
+SEEDS ?= 3
+comma := ,
+empty :=
+space := $(empty) $(empty)
 # The real MNIST files: DATA_DIR if set, else ../shared/mnist where it exists (CI, dev machines), else data/.
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install train backprop test lint tensorboard clean
+.PHONY: help install train reproduce backprop test lint tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +27,9 @@ $(STAMP): pyproject.toml
 
 train: install  ## train the default recipe (dropout_steplr); pass overrides as ARGS="model=baseline seed=2"
 	$(PYTHON) -m src.train $(ARGS)
+
+reproduce: install  ## RECIPES over seeds 1..SEEDS as one multirun; its dir gets results.md (mean ± std per recipe)
+	$(PYTHON) -m src.train -m model=$(subst $(space),$(comma),$(strip $(RECIPES))) 'seed=range(1,$(shell expr $(SEEDS) + 1))' $(ARGS)
 
 backprop: install  ## the published backprop-by-hand sweep over six learning rates (outputs/multiruns/...)
 	$(PYTHON) -m src.train task=backprop -m task.lr=0.1,0.2,0.5,0.8,1.0,2.0 $(ARGS)
