@@ -12,7 +12,7 @@ space := $(empty) $(empty)
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install train reproduce backprop test lint tensorboard clean
+.PHONY: help install train reproduce backprop bench test lint tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ reproduce: install  ## RECIPES over seeds 1..SEEDS as one multirun; its dir gets
 
 backprop: install  ## the published backprop-by-hand sweep over six learning rates (outputs/multiruns/...)
 	$(PYTHON) -m src.train task=backprop -m task.lr=0.1,0.2,0.5,0.8,1.0,2.0 $(ARGS)
+
+bench: install  ## train/eval throughput: published-style loop vs torchvision vs tensor pipeline (ARGS="--steps 938")
+	$(PYTHON) -m src.bench $(ARGS)
 
 test: install  ## run the test suite (real-data tests run when DATA_DIR holds MNIST)
 	$(PYTHON) -m pytest $(ARGS)

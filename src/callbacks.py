@@ -53,10 +53,15 @@ class EpochLog(pl.Callback):
         }
         self.rows.append(row)
         log.info(
-            "epoch %d/%d | train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | lr %.3g | %.1fs",
-            row["epoch"], trainer.max_epochs, row["train_loss"], row["train_acc"],
-            row["val_loss"], row["val_acc"], row["lr"], row["seconds"],
+            "epoch %d/%d | train loss %s acc %s | val loss %s acc %s | lr %.3g | %.1fs",
+            row["epoch"], trainer.max_epochs, _shown(row["train_loss"], "{:.4f}"), _shown(row["train_acc"], "{:.2f}%"),
+            _shown(row["val_loss"], "{:.4f}"), _shown(row["val_acc"], "{:.2f}%"), row["lr"], row["seconds"],
         )  # fmt: skip
+
+
+def _shown(value: float | None, template: str) -> str:
+    """Metrics are absent when a loop is switched off (e.g. `trainer.limit_val_batches=0`)."""
+    return "n/a" if value is None else template.format(value)
 
 
 def _denormalise(images: torch.Tensor) -> torch.Tensor:

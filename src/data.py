@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.nn import functional as F
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
@@ -15,6 +18,7 @@ from src import UserError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 TRAIN_SIZE = 60_000
+PIPELINES = ("tensor", "torchvision")
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -26,6 +30,107 @@ RAW_FILES = (
 def missing_raw_files(root: Path) -> list[str]:
     """The MNIST files torchvision needs that are not under `root/MNIST/raw`."""
     return [name for name in RAW_FILES if not (root / "MNIST" / "raw" / name).is_file()]
+
+
+def uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.empty(n, device=device).uniform_(low, high)
+
+
+class BatchAugment(torch.nn.Module):
+    """The torchvision augmentation list applied to a whole batch at once, each sample with its own parameters.
+
+    Rotation and affine (angle, integer-pixel translation, scale, all drawn as torchvision draws them) compose
+    into one affine warp per sample, resampled nearest-neighbour with black fill as torchvision does by default;
+    brightness and contrast are per-sample intensity transforms applied in a per-sample random order, as
+    ColorJitter does. Works on any device; expects float images in [0, 1], shape (B, 1, H, W).
+    """
+
+    def __init__(self, transforms_: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.angle_ranges: list[tuple[float, float]] = []  # rotation then affine: both rotate about the centre
+        self.max_shift = (0.0, 0.0)
+        self.scale = (1.0, 1.0)
+        self.brightness: tuple[float, float] | None = None
+        self.contrast: tuple[float, float] | None = None
+        for transform in transforms_:
+            if isinstance(transform, transforms.RandomRotation):
+                self.angle_ranges.append(tuple(transform.degrees))
+            elif isinstance(transform, transforms.RandomAffine) and not transform.shear:
+                self.angle_ranges.append(tuple(transform.degrees))
+                self.max_shift = tuple(transform.translate or (0.0, 0.0))
+                self.scale = tuple(transform.scale or (1.0, 1.0))
+            elif isinstance(transform, transforms.ColorJitter) and not (transform.saturation or transform.hue):
+                self.brightness, self.contrast = transform.brightness, transform.contrast
+            else:
+                raise UserError(
+                    f"data.pipeline=tensor cannot batch {transform!r}; it supports RandomRotation, RandomAffine "
+                    "(no shear) and ColorJitter (brightness, contrast); use data.pipeline=torchvision for others"
+                )
+
+    @property
+    def warps(self) -> bool:
+        return bool(self.angle_ranges) or any(self.max_shift) or self.scale != (1.0, 1.0)
+
+    def sample_warp(self, n: int, height: int, width: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Per-sample parameters, each drawn from the distribution torchvision draws it from."""
+        angle = torch.zeros(n, device=device)
+        for low, high in self.angle_ranges:
+            angle += uniform(n, low, high, device)
+        max_x, max_y = self.max_shift[0] * width, self.max_shift[1] * height
+        return {
+            "angle": angle,
+            "shift_x": torch.round(uniform(n, -max_x, max_x, device)),
+            "shift_y": torch.round(uniform(n, -max_y, max_y, device)),
+            "scale": uniform(n, *self.scale, device),
+        }
+
+    def warp(
+        self,
+        images: torch.Tensor,
+        angle: torch.Tensor,
+        shift_x: torch.Tensor,
+        shift_y: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """Output pixel p samples the input at R(−angle)·(p − shift)/scale, in the normalised coordinates of
+        affine_grid (square pixels: a rotation there is a rotation in pixels)."""
+        _, _, height, width = images.shape
+        radians = angle * (math.pi / 180)
+        cos, sin = torch.cos(radians) / scale, torch.sin(radians) / scale
+        tx, ty = 2 * shift_x / width, 2 * shift_y / height
+        theta = torch.stack(
+            [torch.stack([cos, sin, -(cos * tx + sin * ty)], 1), torch.stack([-sin, cos, sin * tx - cos * ty], 1)], 1
+        )
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+    def jitter(self, images: torch.Tensor) -> torch.Tensor:
+        n, device = len(images), images.device
+        per_sample = (n, 1, 1, 1)
+        brightness = uniform(n, *self.brightness, device).view(per_sample) if self.brightness else None
+        contrast = uniform(n, *self.contrast, device).view(per_sample) if self.contrast else None
+
+        def adjust_brightness(x: torch.Tensor) -> torch.Tensor:
+            return x if brightness is None else (x * brightness).clamp(0, 1)
+
+        def adjust_contrast(x: torch.Tensor) -> torch.Tensor:
+            if contrast is None:
+                return x
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            return (contrast * x + (1 - contrast) * mean).clamp(0, 1)
+
+        brightness_first = (torch.rand(n, device=device) < 0.5).view(per_sample)
+        return torch.where(
+            brightness_first, adjust_contrast(adjust_brightness(images)), adjust_brightness(adjust_contrast(images))
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = images.shape
+        if self.warps:
+            images = self.warp(images, **self.sample_warp(n, height, width, images.device))
+        if self.brightness or self.contrast:
+            images = self.jitter(images)
+        return images
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -46,8 +151,11 @@ class MNISTDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         download: bool = True,
         augmentation: Sequence[torch.nn.Module] = (),
+        pipeline: str = "tensor",
     ) -> None:
         super().__init__()
+        if pipeline not in PIPELINES:
+            raise UserError(f"data.pipeline={pipeline!r} is not one of {', '.join(PIPELINES)}")
         if batch_size < 1 or eval_batch_size < 1:
             raise UserError(
                 f"data.batch_size={batch_size} and data.eval_batch_size={eval_batch_size} must both be >= 1"
@@ -61,6 +169,8 @@ class MNISTDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.num_workers = num_workers
         self.download = download
+        self.pipeline = pipeline
+        self.batch_augment = BatchAugment(augmentation) if pipeline == "tensor" else None
         normalise = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
         self.train_transform = transforms.Compose([*augmentation, *normalise])
         self.eval_transform = transforms.Compose(normalise)
@@ -86,19 +196,31 @@ class MNISTDataModule(pl.LightningDataModule):
             raise UserError(f"{hint}, or run once with network access (download failed: {reason})") from error
 
     def setup(self, stage: str | None = None) -> None:
-        self.test_set = MNIST(self.root, train=False, transform=self.eval_transform)
+        self.test_set = self._dataset(train=False, augment=False)
         if stage == "test":
             return
-        train_set = MNIST(self.root, train=True, transform=self.train_transform)
+        train_set = self._dataset(train=True, augment=True)
         if self.val_split == 0:
             self.train_set, self.val_set = train_set, self.test_set
             return
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-        held_out = MNIST(self.root, train=True, transform=self.eval_transform)
+        held_out = self._dataset(train=True, augment=False) if self.pipeline == "torchvision" else train_set
         self.train_set = Subset(train_set, order[self.val_split :])
         self.val_set = Subset(held_out, order[: self.val_split])
 
+    def _dataset(self, train: bool, augment: bool) -> Dataset:
+        """torchvision: PIL images through per-sample transforms. tensor: the uint8 images and labels as two
+        tensors on the training device, indexed a whole batch at a time."""
+        if self.pipeline == "torchvision":
+            return MNIST(self.root, train=train, transform=self.train_transform if augment else self.eval_transform)
+        raw = MNIST(self.root, train=train)
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        return TensorDataset(raw.data.to(device), raw.targets.to(device))
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if self.pipeline == "tensor":  # one index per batch: the dataset returns the whole batch at once
+            order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False))
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -106,6 +228,17 @@ class MNISTDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """tensor pipeline, on the training device: to float as ToTensor does, augment (training only), normalise
+        as Normalize does, so that without augmentation the batch is bit-identical to the torchvision path's."""
+        if self.pipeline != "tensor":
+            return batch
+        images, labels = batch
+        images = images.unsqueeze(1).float().div(255)
+        if self.trainer is not None and self.trainer.training:
+            images = self.batch_augment(images)
+        return images.sub_(MNIST_MEAN).div_(MNIST_STD), labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

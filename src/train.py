@@ -12,9 +12,10 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import UserError
 from src.backprop_runs import run_task
@@ -26,11 +27,26 @@ TARGET_ACC = 99.4
 HYDRA_FILES = {".hydra", "train.log"}
 
 
+def native_precision(accelerator: str) -> str:
+    """bf16 autocast where the hardware runs bf16 natively (AMX / AVX512-BF16 CPUs, Ampere+ GPUs), else fp32.
+
+    Measured for the dropout_steplr step on this project's 2-core AMX machine: 2,894 img/s in bf16 vs 1,599 in fp32.
+    """
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+OmegaConf.register_new_resolver("native_precision", native_precision, replace=True)
+
+
 def build_summary(
-    cfg: DictConfig, params: int, rows: list[dict[str, Any]], test: dict[str, float], seconds: float
+    cfg: DictConfig, params: int, rows: list[dict[str, Any]], test: dict[str, float], seconds: dict[str, float]
 ) -> dict[str, Any]:
     """The run's record: final-epoch test figures plus the per-epoch curve (accuracies in %)."""
-    best = max(rows, key=lambda row: row["val_acc"]) if rows else None
+    evaluated = [row for row in rows if row["val_acc"] is not None]
+    best = max(evaluated, key=lambda row: row["val_acc"]) if evaluated else None
     return {
         "recipe": cfg.recipe,
         "params": params,
@@ -40,8 +56,9 @@ def build_summary(
         "test_loss": test["test/loss"],
         "best_val_acc": best["val_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
-        "first_epoch_at_or_above_99_4": next((r["epoch"] for r in rows if r["val_acc"] >= TARGET_ACC), None),
-        "train_seconds": round(seconds, 2),
+        "first_epoch_at_or_above_99_4": next((r["epoch"] for r in evaluated if r["val_acc"] >= TARGET_ACC), None),
+        "train_seconds": round(seconds["train"], 2),
+        "test_seconds": round(seconds["test"], 2),
         "per_epoch": rows,
     }
 
@@ -61,10 +78,12 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
-    seconds = time.perf_counter() - start
+    seconds = {"train": time.perf_counter() - start}
     if trainer.interrupted:
         raise UserError(f"training was interrupted after {len(epoch_log.rows)} epochs; no test, no summary.json")
+    start = time.perf_counter()
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    seconds["test"] = time.perf_counter() - start
 
     summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -10,7 +10,7 @@ from tests.conftest import TINY_RUN, run_cli
 
 SUMMARY_KEYS = {
     "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "best_epoch",
-    "first_epoch_at_or_above_99_4", "train_seconds", "per_epoch",
+    "first_epoch_at_or_above_99_4", "train_seconds", "test_seconds", "per_epoch",
 }  # fmt: skip
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 
@@ -59,8 +59,11 @@ def test_tensorboard_events_hold_metrics_and_figures(tiny_run: tuple[Path, str])
     assert {"train/augmented_batch", "test/confusion_matrix", "test/misclassified"} <= set(events.Tags()["images"])
 
 
-def test_onecycle_schedule_gets_the_run_length(tiny_mnist: Path, tmp_path: Path) -> None:
-    result = run_cli("scheduler=onecycle", "logger=none", *TINY_RUN, f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
+def test_onecycle_schedule_gets_the_run_length_on_the_torchvision_pipeline(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "scheduler=onecycle", "data.pipeline=torchvision", "logger=none", *TINY_RUN, f"hydra.run.dir={tmp_path}",
+        data_dir=tiny_mnist,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lrs = [row["lr"] for row in json.loads((tmp_path / "summary.json").read_text())["per_epoch"]]
     assert lrs[1] < lrs[0] < 0.01  # past the peak at 25 %, then annealed towards zero at the end

@@ -11,7 +11,7 @@ from tests.conftest import TINY_TEST, TINY_TRAIN, tiny_digits
 
 
 def test_loads_idx_files_and_normalises(tiny_mnist: Path) -> None:
-    datamodule = MNISTDataModule(root=str(tiny_mnist), batch_size=16, eval_batch_size=TINY_TEST)
+    datamodule = MNISTDataModule(root=str(tiny_mnist), batch_size=16, eval_batch_size=TINY_TEST, pipeline="torchvision")
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert len(datamodule.train_set) == TINY_TRAIN
@@ -23,12 +23,19 @@ def test_loads_idx_files_and_normalises(tiny_mnist: Path) -> None:
     assert labels.tolist() == raw_labels.tolist()
 
 
-def test_val_split_holds_training_images_out_without_augmentation(tiny_mnist: Path) -> None:
-    flip = torch.nn.Identity()
-    datamodule = MNISTDataModule(root=str(tiny_mnist), val_split=50, augmentation=[flip])
+@pytest.mark.parametrize("pipeline", ["torchvision", "tensor"])
+def test_val_split_holds_training_images_out(tiny_mnist: Path, pipeline: str) -> None:
+    datamodule = MNISTDataModule(root=str(tiny_mnist), val_split=50, pipeline=pipeline)
     datamodule.setup("fit")
     assert (len(datamodule.train_set), len(datamodule.val_set)) == (TINY_TRAIN - 50, 50)
     assert not set(datamodule.train_set.indices) & set(datamodule.val_set.indices)
+    assert len(list(datamodule.val_dataloader())[0][1]) == 50
+
+
+def test_held_out_images_are_not_augmented_on_the_torchvision_path(tiny_mnist: Path) -> None:
+    flip = torch.nn.Identity()
+    datamodule = MNISTDataModule(root=str(tiny_mnist), val_split=50, augmentation=[flip], pipeline="torchvision")
+    datamodule.setup("fit")
     assert flip in datamodule.train_set.dataset.transform.transforms
     assert flip not in datamodule.val_set.dataset.transform.transforms
 

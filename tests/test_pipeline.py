@@ -1,0 +1,123 @@
+"""The tensor pipeline: bit-identical to torchvision without augmentation, same augmentation distributions with it."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from src import UserError
+from src.data import BatchAugment, MNISTDataModule
+from tests.conftest import TINY_TRAIN
+
+SEED_AFFINE = [
+    transforms.RandomRotation(5),
+    transforms.RandomAffine(degrees=8, translate=(0.15, 0.15), scale=(0.85, 1.15)),
+    transforms.ColorJitter(brightness=0.1, contrast=0.1),
+]
+
+
+def tensor_batch(datamodule: MNISTDataModule, dataset, indices: list[int]) -> torch.Tensor:
+    return datamodule.on_after_batch_transfer(dataset[indices], 0)[0]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_without_augmentation_both_pipelines_give_identical_batches(tiny_mnist: Path, train: bool) -> None:
+    pipelines = {}
+    for pipeline in ("torchvision", "tensor"):
+        datamodule = MNISTDataModule(root=str(tiny_mnist), pipeline=pipeline)
+        datamodule.setup("fit")
+        pipelines[pipeline] = (datamodule, datamodule.train_set if train else datamodule.test_set)
+    indices = [5, 0, 17, 63, 2, 99]
+    expected = torch.stack([pipelines["torchvision"][1][i][0] for i in indices])
+    assert torch.equal(tensor_batch(*pipelines["tensor"], indices), expected)
+    labels = pipelines["tensor"][1][indices][1]
+    assert labels.tolist() == [pipelines["torchvision"][1][i][1] for i in indices]
+
+
+def test_tensor_loader_yields_whole_shuffled_batches(tiny_mnist: Path) -> None:
+    datamodule = MNISTDataModule(root=str(tiny_mnist), batch_size=64, pipeline="tensor")
+    datamodule.setup("fit")
+    batches = list(datamodule.train_dataloader())
+    assert [len(labels) for _, labels in batches] == [64] * (TINY_TRAIN // 64)
+    seen = torch.cat([labels for _, labels in batches])
+    assert sorted(seen.tolist()) == sorted(datamodule.train_set.tensors[1].tolist())
+
+
+def torchvision_warp_samples(n: int) -> dict[str, np.ndarray]:
+    rotation, affine = SEED_AFFINE[0], SEED_AFFINE[1]
+    angles, shift_x, shift_y, scales = [], [], [], []
+    for _ in range(n):
+        rotation_angle = rotation.get_params(rotation.degrees)
+        angle, (tx, ty), scale, _ = affine.get_params(affine.degrees, affine.translate, affine.scale, None, [28, 28])
+        angles.append(rotation_angle + angle)
+        shift_x.append(tx)
+        shift_y.append(ty)
+        scales.append(scale)
+    return {
+        "angle": np.array(angles),
+        "shift_x": np.array(shift_x),
+        "shift_y": np.array(shift_y),
+        "scale": np.array(scales),
+    }
+
+
+def test_warp_parameters_follow_the_torchvision_distributions() -> None:
+    torch.manual_seed(0)
+    ours = {k: v.numpy() for k, v in BatchAugment(SEED_AFFINE).sample_warp(20_000, 28, 28, torch.device("cpu")).items()}
+    theirs = torchvision_warp_samples(20_000)
+    for name in ("angle", "scale"):
+        assert stats.ks_2samp(ours[name], theirs[name]).pvalue > 1e-3, name
+    for name in ("shift_x", "shift_y"):  # integer pixels, -4..4 as torchvision rounds them
+        values = np.arange(-4, 5)
+        counts = np.array([[np.sum(sample[name] == v) for v in values] for sample in (ours, theirs)])
+        assert counts.sum() == 40_000
+        assert stats.chi2_contingency(counts).pvalue > 1e-3, name
+
+
+@pytest.mark.parametrize(("angle", "shift", "scale"), [(0.0, (3, -2), 1.0), (7.0, (0, 0), 1.0), (-11.0, (2, 1), 0.9)])
+def test_one_warp_matches_torchvision_affine(angle: float, shift: tuple[int, int], scale: float) -> None:
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 6:22, 9:13] = 1.0
+    image[0, 0, 6:9, 9:20] = 0.6
+    ours = BatchAugment([]).warp(
+        image, torch.tensor([angle]), torch.tensor([float(shift[0])]), torch.tensor([float(shift[1])]),
+        torch.tensor([scale]),
+    )  # fmt: skip
+    theirs = TF.affine(image, angle, list(shift), scale, [0.0, 0.0], interpolation=InterpolationMode.NEAREST)
+    assert (ours == theirs).float().mean() >= 0.98  # nearest-neighbour ties may round differently at a few edges
+
+
+def test_brightness_and_contrast_factors_stay_in_their_ranges() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(4000, 1, 28, 28) * 0.5 + 0.25
+    brightness = BatchAugment([transforms.ColorJitter(brightness=0.1)])(images)
+    ratio = (brightness / images).flatten(1).mean(1)
+    assert ratio.min() >= 0.9 - 1e-6 and ratio.max() <= 1.1 + 1e-6
+    assert stats.kstest(ratio.numpy(), stats.uniform(0.9, 0.2).cdf).pvalue > 1e-3
+    contrast = BatchAugment([transforms.ColorJitter(contrast=0.1)])(images)
+    spread = contrast.flatten(1).std(1) / images.flatten(1).std(1)
+    assert stats.kstest(spread.numpy(), stats.uniform(0.9, 0.2).cdf).pvalue > 1e-3
+
+
+def test_unsupported_transforms_and_pipelines_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot batch RandomErasing"):
+        BatchAugment([transforms.RandomErasing()])
+    with pytest.raises(UserError, match="data.pipeline='dali' is not one of tensor, torchvision"):
+        MNISTDataModule(root=str(tmp_path), pipeline="dali")
+
+
+def test_tensor_pipeline_augments_only_training_batches(tiny_mnist: Path) -> None:
+    augmented = MNISTDataModule(root=str(tiny_mnist), augmentation=SEED_AFFINE, pipeline="tensor")
+    plain = MNISTDataModule(root=str(tiny_mnist), pipeline="tensor")
+    for datamodule in (augmented, plain):
+        datamodule.setup("fit")
+    indices = list(range(32))
+    # Outside trainer.fit's training loop (evaluation, test, no trainer) the batch is only normalised.
+    assert torch.equal(tensor_batch(augmented, augmented.val_set, indices), tensor_batch(plain, plain.val_set, indices))
+    images = augmented.val_set[indices][0].unsqueeze(1).float().div(255)
+    assert not torch.equal(augmented.batch_augment(images), images)
