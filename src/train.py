@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import UserError
-from src.backprop_runs import run_task
 from src.callbacks import EpochLog
 
 log = logging.getLogger(__name__)
@@ -119,6 +118,8 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         if cfg.task.name == "backprop":
+            from src.backprop_runs import run_task  # openpyxl and friends only for this task
+
             last = run_task(cfg.task, output_dir)
             log.info("E_total %.6g after %d iterations at lr %g; outputs in %s",
                      last["E_total"], last["iteration"] + 1, last["lr"], output_dir)  # fmt: skip
