@@ -34,7 +34,8 @@ def native_precision(accelerator: str) -> str:
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if on_gpu:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    cpu_has_bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # a private op: may go
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 
 OmegaConf.register_new_resolver("native_precision", native_precision, replace=True)
