@@ -75,6 +75,53 @@ def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
     return {"train_seconds": train_seconds, "test_seconds": time.perf_counter() - start}
 
 
+def bare_step_rates(steps: int, batch_size: int) -> dict[str, float]:
+    """The dropout_steplr training step alone, on ready tensors, and the batched augmentation alone: what each
+    costs without data loading or Lightning around it."""
+    import torch
+    from torch.nn import functional as F
+    from torchvision import transforms
+
+    from src.data import BatchAugment
+    from src.nets import DropoutGapNet
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    rates = {}
+    for label, bf16, memory_format, compiled in (
+        ("step fp32", False, torch.contiguous_format, False),
+        ("step bf16 autocast", True, torch.contiguous_format, False),
+        ("step bf16 autocast, channels_last", True, torch.channels_last, False),
+        ("step bf16 autocast, torch.compile", True, torch.contiguous_format, True),
+    ):
+        net = DropoutGapNet().to(memory_format=memory_format)
+        model = torch.compile(net) if compiled else net
+        batch = images.contiguous(memory_format=memory_format)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        for step in range(steps + 10):  # 10 warm-up steps (compilation happens there)
+            if step == 10:
+                start = time.perf_counter()
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                log_probs = model(batch)
+            F.nll_loss(log_probs.float(), labels).backward()
+            optimizer.step()
+        rates[label] = steps * batch_size / (time.perf_counter() - start)
+    augment = BatchAugment(
+        [
+            transforms.RandomRotation(5),
+            transforms.RandomAffine(degrees=8, translate=(0.15, 0.15), scale=(0.85, 1.15)),
+            transforms.ColorJitter(brightness=0.1, contrast=0.1),
+        ]
+    )
+    unit = torch.rand(batch_size, 1, 28, 28)
+    start = time.perf_counter()
+    for _ in range(steps):
+        augment(unit)
+    rates["batched augmentation (seed_affine)"] = steps * batch_size / (time.perf_counter() - start)
+    return rates
+
+
 def run_variant(variant: str, steps: int, batch_size: int, workdir: Path) -> dict[str, float]:
     """Runs one variant in a fresh process; returns its training and test seconds."""
     if variant == REFERENCE:
@@ -124,11 +171,16 @@ def main(argv: list[str] | None = None) -> None:
         "c/a": train_rate[TENSOR] / train_rate[REFERENCE],
         "b/a": train_rate[TORCHVISION] / train_rate[REFERENCE],
     }
+    step_rates = bare_step_rates(args.steps, args.batch_size)
+    print("\nalone, on ready tensors (no data loading, no Lightning):")
+    for label, rate in step_rates.items():
+        print(f"  {label:36s} {rate:8.0f} img/s")
     print(f"\ntrain speed-up c/a = {ratios['c/a']:.2f}x, b/a = {ratios['b/a']:.2f}x "
           f"({args.steps} steps of batch {args.batch_size}, median of {args.repeats})")  # fmt: skip
     print(json.dumps({
         "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
-        "train_img_per_s": train_rate, "eval_img_per_s": test_rate, "ratios": ratios, "runs": results,
+        "train_img_per_s": train_rate, "eval_img_per_s": test_rate, "ratios": ratios,
+        "step_alone_img_per_s": step_rates, "runs": results,
         "cpu_threads": os.cpu_count(),
     }))  # fmt: skip
 
