@@ -12,6 +12,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +57,26 @@ def aggregate(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
     return rows
 
 
-def to_markdown(rows: list[dict[str, str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[column] for column in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def save_table(rows: list[dict[str, Any]], stem: Path, cell: Callable[[Any], str] = str) -> str:
+    """Writes `rows` as STEM.md (each cell through `cell`) and STEM.csv (raw values); returns the Markdown."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[column]) for column in columns) + " |" for row in rows]
+    markdown = "\n".join(lines) + "\n"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(markdown)
+    with stem.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return markdown
 
 
 def write_table(dirs: list[Path], out: Path) -> str:
     summaries = load_summaries(dirs)
     if not summaries:
         raise FileNotFoundError(f"no summary.json under {', '.join(map(str, dirs))}; finished runs leave one each")
-    rows = aggregate(summaries)
-    markdown = to_markdown(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(markdown)
-    with out.with_suffix(".csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return markdown
+    return save_table(aggregate(summaries), out)
 
 
 class SweepReport(Callback):

@@ -7,7 +7,6 @@ it automatically when the sweep ends (`src.aggregate.SweepReport`).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from src import UserError  # noqa: E402
+from src.aggregate import save_table  # noqa: E402
 from src.backprop import WEIGHTS, read_csv, train, write_csv  # noqa: E402
 from src.workbook import write_workbook  # noqa: E402
 
@@ -85,15 +85,7 @@ def report_sweep(sweep_dir: Path) -> list[Path]:
     figure.savefig(sweep_dir / "loss_curves.png", dpi=120)
     plt.close(figure)
 
-    table = [summary_row(rows) for rows, _ in runs]
-    columns = list(table[0])
-    with (sweep_dir / "summary.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
-    markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    markdown += ["| " + " | ".join(_format(row[c]) for c in columns) + " |" for row in table]
-    (sweep_dir / "summary.md").write_text("\n".join(markdown) + "\n")
+    save_table([summary_row(rows) for rows, _ in runs], sweep_dir / "summary", cell=_format)
 
     write_workbook(sweep_dir / "backprop_sweep.xlsx", [workbook_run(rows, t.inputs, t.targets) for rows, t in runs])
     return [sweep_dir / name for name in ("loss_curves.png", "summary.md", "summary.csv", "backprop_sweep.xlsx")]

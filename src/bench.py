@@ -23,10 +23,19 @@ import time
 from pathlib import Path
 
 REFERENCE, TORCHVISION, TENSOR = "a_reference", "b_torchvision", "c_tensor"
+SEED_AFFINE_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "augmentation" / "seed_affine.yaml"
 RECIPE_OVERRIDES = {
     TORCHVISION: ["data.pipeline=torchvision", "trainer.precision=32-true"],
     TENSOR: ["data.pipeline=tensor", "trainer.precision=bf16-mixed"],
 }
+
+
+def seed_affine() -> list:
+    """Write-up 001's augmentation, read from the recipe's own config group so that all variants use the same one."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    return list(instantiate(OmegaConf.load(SEED_AFFINE_CONFIG).transforms))
 
 
 def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
@@ -42,12 +51,7 @@ def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
     torch.manual_seed(1)
     root = os.environ.get("DATA_DIR", "data")
     normalise = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
-    augment = [
-        transforms.RandomRotation(5),
-        transforms.RandomAffine(degrees=8, translate=(0.15, 0.15), scale=(0.85, 1.15)),
-        transforms.ColorJitter(brightness=0.1, contrast=0.1),
-    ]
-    train_set = datasets.MNIST(root, train=True, transform=transforms.Compose(augment + normalise))
+    train_set = datasets.MNIST(root, train=True, transform=transforms.Compose(seed_affine() + normalise))
     test_set = datasets.MNIST(root, train=False, transform=transforms.Compose(normalise))
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, shuffle=False)
@@ -80,7 +84,6 @@ def bare_step_rates(steps: int, batch_size: int) -> dict[str, float]:
     costs without data loading or Lightning around it."""
     import torch
     from torch.nn import functional as F
-    from torchvision import transforms
 
     from src.data import BatchAugment
     from src.nets import DropoutGapNet
@@ -107,13 +110,7 @@ def bare_step_rates(steps: int, batch_size: int) -> dict[str, float]:
             F.nll_loss(log_probs.float(), labels).backward()
             optimizer.step()
         rates[label] = steps * batch_size / (time.perf_counter() - start)
-    augment = BatchAugment(
-        [
-            transforms.RandomRotation(5),
-            transforms.RandomAffine(degrees=8, translate=(0.15, 0.15), scale=(0.85, 1.15)),
-            transforms.ColorJitter(brightness=0.1, contrast=0.1),
-        ]
-    )
+    augment = BatchAugment(seed_affine())
     unit = torch.rand(batch_size, 1, 28, 28)
     start = time.perf_counter()
     for _ in range(steps):

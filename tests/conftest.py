@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from src.data import missing_raw_files
 
@@ -52,6 +54,12 @@ def real_mnist() -> Path:
     if missing_raw_files(root):
         pytest.skip(f"real MNIST not found under {root}/MNIST/raw: set DATA_DIR to run the real-data tests")
     return root
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """conf/train.yaml composed as `python -m src.train OVERRIDES` would compose it (hydra's choices included)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
 def run_cli(*overrides: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None):

@@ -4,13 +4,11 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from src.module import MNISTClassifier
 from src.train import user_error_in
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, compose_train, run_cli
 
 RECIPES = {
     # recipe: (params, batch size, epochs, augmentation, scheduler)
@@ -19,11 +17,6 @@ RECIPES = {
     "dropout_steplr": (9_320, 64, 19, "seed_affine", "steplr"),
     "sequential_avgpool": (12_234, 64, 19, "none", "none"),
 }
-
-
-def compose_train(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
 def test_every_recipe_config_is_listed_here() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from scipy import stats
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
@@ -12,13 +13,9 @@ from torchvision.transforms import functional as TF
 
 from src import UserError
 from src.data import BatchAugment, MNISTDataModule
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, compose_train
 
-SEED_AFFINE = [
-    transforms.RandomRotation(5),
-    transforms.RandomAffine(degrees=8, translate=(0.15, 0.15), scale=(0.85, 1.15)),
-    transforms.ColorJitter(brightness=0.1, contrast=0.1),
-]
+SEED_AFFINE = list(instantiate(compose_train("augmentation=seed_affine").augmentation.transforms))
 
 
 def tensor_batch(datamodule: MNISTDataModule, dataset, indices: list[int]) -> torch.Tensor:
