@@ -19,15 +19,24 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.config import FAILED_MARK
+
 COLUMNS = (
-    "recipe", "params", "epochs", "seeds", "final test acc % (mean ± std)", "min", "max",
-    "best-epoch acc % (mean)", "first epoch ≥ 99.4 % (per seed)", "minutes per run",
+    "recipe", "params", "epochs", "seeds", "final test acc % (mean ± std)", "min", "max", "last-3-epochs min",
+    "best-epoch acc % (mean)", "first epoch ≥ 99.4 % (per seed)", "minutes per run", "device",
 )  # fmt: skip
 
 
 def load_summaries(dirs: list[Path]) -> list[dict[str, Any]]:
     paths = sorted(path for folder in dirs for path in folder.rglob("summary.json"))
     return [json.loads(path.read_text()) for path in paths]
+
+
+def last_epochs_min(runs: list[dict[str, Any]], count: int = 3) -> str:
+    """The lowest per-epoch evaluation accuracy over each run's last `count` epochs (the test set unless the runs
+    held a validation split out): how stable the final result is, not only where it landed."""
+    values = [row["val_acc"] for run in runs for row in run["per_epoch"][-count:] if row.get("val_acc") is not None]
+    return f"{min(values):.2f}" if values else "n/a"
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -49,9 +58,11 @@ def aggregate(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
             f"{statistics.mean(accs):.2f} ± {std:.2f}",
             f"{min(accs):.2f}",
             f"{max(accs):.2f}",
+            last_epochs_min(runs),
             f"{statistics.mean(run['best_val_acc'] for run in runs):.2f}",
             first,
             f"{statistics.mean(run['train_seconds'] for run in runs) / 60:.1f}",
+            "/".join(sorted({run.get("device", "unknown") for run in runs})),
         )
         rows.append(dict(zip(COLUMNS, values, strict=True)))
     return rows
@@ -79,20 +90,33 @@ def write_table(dirs: list[Path], out: Path) -> str:
     return save_table(aggregate(summaries), out)
 
 
+def failed_jobs(sweep_dir: Path) -> dict[str, str]:
+    """Job dir name → its one-line error, for the jobs of a sweep that failed."""
+    return {mark.parent.name: mark.read_text().strip() for mark in sorted(sweep_dir.glob(f"*/{FAILED_MARK}"))}
+
+
 class SweepReport(Callback):
     """At the end of a multirun, writes the sweep's comparison into its dir: `results.md/.csv` for MNIST
-    (mean ± std per recipe over seeds), the loss curves, summary and workbook for backprop."""
+    (mean ± std per recipe over seeds), the loss curves, summary and workbook for backprop. Failed jobs are
+    left out of the comparison and listed last, and the sweep exits non-zero."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if config.task.name == "backprop":
+        failed = failed_jobs(sweep_dir)
+        jobs = sum(1 for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
+        written: list[Path] = []
+        if config.task.name == "backprop" and len(failed) < jobs:
             from src.backprop_runs import report_sweep  # matplotlib and openpyxl only when needed
 
             written = report_sweep(sweep_dir)
-        else:
+        elif load_summaries([sweep_dir]):
             write_table([sweep_dir], sweep_dir / "results")
             written = [sweep_dir / "results.md", sweep_dir / "results.csv"]
-        print("sweep report:", *written, sep="\n  ")
+        if written:
+            print("sweep report:", *written, sep="\n  ")
+        if failed:
+            listed = ", ".join(f"{name} ({message})" for name, message in failed.items())
+            raise SystemExit(f"error: {len(failed)} of {jobs} jobs failed: {listed}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,13 @@ class EpochLog(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self._epoch_start = 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in each checkpoint, so a resumed run's summary.json has every epoch, not only the resumed ones."""
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
 

@@ -32,6 +32,34 @@ def missing_raw_files(root: Path) -> list[str]:
     return [name for name in RAW_FILES if not (root / "MNIST" / "raw" / name).is_file()]
 
 
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The shape an MNIST IDX file declares, after checking its magic number and length (torchvision would fail
+    deep inside with an assertion, or read a truncated file as garbage)."""
+    dims = 3 if "images" in path.name else 1
+    with path.open("rb") as handle:
+        header = handle.read(4 + 4 * dims)
+    expected_magic = 0x0800 + dims
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+    if magic != expected_magic:
+        found = "none (file too short)" if magic is None else f"0x{magic:08x}"
+        raise UserError(f"{path} is not an MNIST IDX file: magic number {found}, expected 0x{expected_magic:08x}")
+    shape = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    expected_size = len(header) + math.prod(shape)
+    if len(header) < 4 + 4 * dims or path.stat().st_size != expected_size:
+        raise UserError(
+            f"{path} is truncated or corrupt: {path.stat().st_size:,} bytes, its header {shape} needs {expected_size:,}"
+        )
+    return shape
+
+
+def check_raw_files(raw: Path) -> None:
+    """Magic numbers, lengths, and as many labels as images in each split."""
+    for split in ("train", "t10k"):
+        images, labels = idx_shape(raw / f"{split}-images-idx3-ubyte"), idx_shape(raw / f"{split}-labels-idx1-ubyte")
+        if images[0] != labels[0]:
+            raise UserError(f"{raw}/{split}-*-ubyte disagree: {images[0]:,} images but {labels[0]:,} labels")
+
+
 def uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
     return torch.empty(n, device=device).uniform_(low, high)
 
@@ -181,6 +209,7 @@ class MNISTDataModule(pl.LightningDataModule):
             raise UserError(f"data.root={self.root} is a file; it must be a folder holding MNIST/raw/")
         missing = missing_raw_files(self.root)
         if not missing:
+            check_raw_files(self.root / "MNIST" / "raw")
             return
         hint = (
             f"MNIST is not under {self.root}/MNIST/raw (missing {', '.join(missing)}); set DATA_DIR or data.root "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -18,12 +20,17 @@ from src.nets import count_parameters
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
+class Diverged(UserError):
+    """The training loss stopped being a number; the run stops instead of training on NaNs."""
+
+
 class MNISTClassifier(pl.LightningModule):
     """Trains any net of `src.nets`; refuses one at or over the `max_params` budget before training starts.
 
     `optimizer` is a partial that takes the parameters; `scheduler` is `{interval, lr_scheduler}` where
     `lr_scheduler` is a partial that takes the optimiser (or null). A schedule that needs the run length
-    (`total_steps: null`, as OneCycleLR) gets it from the trainer.
+    (`total_steps: null`, as OneCycleLR) gets it from the trainer. `label_smoothing` softens the training targets
+    only; validation and test report the plain NLL so every recipe's losses compare.
     """
 
     def __init__(
@@ -32,11 +39,14 @@ class MNISTClassifier(pl.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: Mapping[str, Any] | None = None,
         max_params: int = 20_000,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net"])
         self.net = net
         self.num_params = count_parameters(net)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserError(f"model.label_smoothing={label_smoothing} is outside [0, 1)")
         if self.num_params >= max_params:
             raise UserError(
                 f"{type(net).__name__} has {self.num_params:,} parameters, at or over model.max_params={max_params:,}"
@@ -63,7 +73,16 @@ class MNISTClassifier(pl.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, preds, targets = self._step(batch)
+        images, targets = batch
+        log_probs = self(images)
+        # cross_entropy re-normalises its input; log-probabilities are already normalised, so this is NLL + smoothing.
+        loss = F.cross_entropy(log_probs, targets, label_smoothing=self.hparams.label_smoothing)
+        if not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise Diverged(
+                f"loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step + 1} with lr {lr:.3g}"
+            )
+        preds = log_probs.argmax(dim=1)
         self.train_loss(loss)
         self.train_acc(preds, targets)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -88,6 +107,26 @@ class MNISTClassifier(pl.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         return {"preds": preds}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The random streams too: a resumed run draws the same shuffles, augmentations and dropout masks as an
+        uninterrupted one (exactly so with `trainer.deterministic=true`)."""
+        checkpoint["rng_states"] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        random.setstate(states["python"])
+        np.random.set_state(states["numpy"])
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self) -> Any:
         optimizer = self.hparams.optimizer(params=self.parameters())

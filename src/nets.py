@@ -100,3 +100,32 @@ class SequentialAvgPoolNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.transition2(self.block2(self.transition1(self.block1(x))))
         return F.log_softmax(self.head(x.flatten(1)), dim=1)
+
+
+class CompactGapNet(nn.Module):
+    """This project's own small nets (`record`, `tiny`, `fast`): two unpadded 3×3 stacks around one max-pool, GAP.
+
+    `stem` convs run at full resolution (28 → 28 - 2·len), the max-pool halves it, a 1×1 conv squeezes to
+    `squeeze` channels, the `body` convs run on the small map, and a 1×1 conv to 10 classes before GAP replaces
+    the Linear head. Widths are config, so a recipe's parameter budget is a list in its yaml.
+    """
+
+    def __init__(self, stem: list[int], squeeze: int, body: list[int], dropout: float = 0.0) -> None:
+        super().__init__()
+        if not stem or not body:
+            raise ValueError(f"stem and body need at least one conv each, got stem={stem} body={body}")
+        layers: list[nn.Module] = []
+        channels = 1
+        for width in stem:
+            layers += [*conv_relu_bn(channels, width), nn.Dropout2d(dropout)]
+            channels = width
+        layers += [nn.MaxPool2d(2), nn.Conv2d(channels, squeeze, 1)]
+        channels = squeeze
+        for width in body:
+            layers += [*conv_relu_bn(channels, width), nn.Dropout2d(dropout)]
+            channels = width
+        layers += [nn.Conv2d(channels, 10, 1), nn.AdaptiveAvgPool2d(1)]
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.features(x).flatten(1), dim=1)

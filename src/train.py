@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,32 +14,19 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import UserError
 from src.callbacks import EpochLog
+from src.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
+from src.config import FAILED_MARK, UNFINISHED_MARK, check_group_choices, one_line_exit, user_error_in, validate
+from src.module import Diverged
 
 log = logging.getLogger(__name__)
 
 TARGET_ACC = 99.4
-HYDRA_FILES = {".hydra", "train.log"}
-
-
-def native_precision(accelerator: str) -> str:
-    """bf16 autocast where the hardware runs bf16 natively (AMX / AVX512-BF16 CPUs, Ampere+ GPUs), else fp32.
-
-    The dropout_steplr step alone on this project's 2-core AMX machine: 2,258 img/s in bf16 vs 1,346 in fp32
-    (`make bench`).
-    """
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    cpu_has_bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # a private op: may go
-    return "bf16-mixed" if cpu_has_bf16() else "32-true"
-
-
-OmegaConf.register_new_resolver("native_precision", native_precision, replace=True)
 
 
 def build_summary(
@@ -64,21 +51,52 @@ def build_summary(
     }
 
 
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint."""
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path).expanduser()
+    if not cfg.resume:
+        return None
+    last = output_dir / UNFINISHED_MARK
+    if not last.is_file():
+        raise UserError(
+            f"resume=true found no unfinished {cfg.run_name} run under {cfg.runs_dir} (a run dir with {UNFINISHED_MARK}"
+            " and no summary.json); pass ckpt_path=... or start a new run without resume=true"
+        )
+    return last
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model without the run dir: the resolved model node, recipe, seed."""
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": OmegaConf.to_container(cfg.model, resolve=True)}
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    validate(cfg)
+    checkpoint_path = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
     model = instantiate(cfg.model)
     log.info("recipe %s: %s has %s parameters", cfg.recipe, type(model.net).__name__, f"{model.num_params:,}")
+    if checkpoint_path is not None:
+        check_fits(copy.deepcopy(model), load_checkpoint(checkpoint_path), checkpoint_path)
+        log.info("continuing from %s", checkpoint_path)
 
     epoch_log = EpochLog()
-    callbacks = [instantiate(callback) for callback in cfg.callbacks.values()] + [epoch_log]
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
+    callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=False)  # our own files
+    except Diverged as error:
+        last_good = output_dir / UNFINISHED_MARK
+        kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
+        raise UserError(f"training diverged: {error}; {kept}") from None
     seconds = {"train": time.perf_counter() - start}
     if trainer.interrupted:
         raise UserError(f"training was interrupted after {len(epoch_log.rows)} epochs; no test, no summary.json")
@@ -87,7 +105,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     seconds["test"] = time.perf_counter() - start
 
     summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
+    summary["device"] = device_name(trainer.strategy.root_device)
+    write_json_atomically(output_dir / "summary.json", summary)
     if logger:
         choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
         hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
@@ -101,38 +121,56 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def user_error_in(error: BaseException | None) -> UserError | None:
-    """The UserError behind `error`, if any (hydra's instantiate wraps what a constructor raises)."""
-    while error is not None and not isinstance(error, UserError):
-        error = error.__cause__
-    return error
+def device_name(device: torch.device) -> str:
+    """For the results tables: which machine the minutes per run were measured on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def discard_if_empty(output_dir: Path) -> None:
-    """A run that failed before producing anything leaves no directory, only Hydra's own config and log."""
-    if output_dir.is_dir() and {path.name for path in output_dir.iterdir()} <= HYDRA_FILES:
-        shutil.rmtree(output_dir)
+def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+
+
+def holds_only_hydra_files(output_dir: Path) -> bool:
+    return all(path.name in (".hydra", "train.log") for path in output_dir.iterdir())
+
+
+def run_task(cfg: DictConfig, output_dir: Path) -> float:
+    """Returns the run's objective (MNIST: final test accuracy; backprop: final E_total), for sweepers."""
+    if cfg.task.name == "backprop":
+        from src.backprop_runs import run_task as run_backprop  # openpyxl and friends only for this task
+
+        last = run_backprop(cfg.task, output_dir)
+        log.info("E_total %.6g after %d iterations at lr %g; outputs in %s",
+                 last["E_total"], last["iteration"] + 1, last["lr"], output_dir)  # fmt: skip
+        return last["E_total"]
+    return train(cfg, output_dir)["test_acc"]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Returns the run's objective (MNIST: final test accuracy; backprop: final E_total), for sweepers."""
+    """A single run stops with one `error:` line for a UserError. In a multirun a failed job writes FAILED into its
+    dir and returns NaN, so the other jobs still run; the sweep's end report lists the failures."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    fresh = holds_only_hydra_files(output_dir)
     try:
-        if cfg.task.name == "backprop":
-            from src.backprop_runs import run_task  # openpyxl and friends only for this task
-
-            last = run_task(cfg.task, output_dir)
-            log.info("E_total %.6g after %d iterations at lr %g; outputs in %s",
-                     last["E_total"], last["iteration"] + 1, last["lr"], output_dir)  # fmt: skip
-            return last["E_total"]
-        return train(cfg, output_dir)["test_acc"]
+        if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
+            raise UserError("resume=true and ckpt_path continue one run; run them without -m")
+        if not fresh and not (cfg.get("resume") or cfg.get("ckpt_path")):
+            raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
+        return run_task(cfg, output_dir)
     except Exception as error:
-        cause = user_error_in(error)
-        if cause is None:
-            raise
-        discard_if_empty(output_dir)
-        raise SystemExit(f"error: {cause}") from None
+        if multirun:
+            cause = user_error_in(error)
+            message = f"error: {cause}" if cause else f"{type(error).__name__}: {error}"
+            log.error(message, exc_info=cause is None)
+            (output_dir / FAILED_MARK).write_text(message + "\n")
+            return float("nan")
+        raise one_line_exit(error, output_dir) from None
 
 
 def multirun_flag_first(args: list[str]) -> list[str]:
@@ -142,4 +180,5 @@ def multirun_flag_first(args: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv[1:] = multirun_flag_first(sys.argv[1:])
+    check_group_choices(sys.argv[1:])
     main()

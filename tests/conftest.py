@@ -82,3 +82,12 @@ TINY_RUN = (
     "data.eval_batch_size=64",
     "data.batch_size=32",
 )
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in last_line

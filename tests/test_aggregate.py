@@ -13,7 +13,8 @@ def write_summary(folder: Path, recipe: str, seed: int, test_acc: float, first: 
     summary = {
         "recipe": recipe, "params": 9320, "seed": seed, "epochs": 19, "test_acc": test_acc, "test_loss": 0.02,
         "best_val_acc": test_acc + 0.1, "best_epoch": 12, "first_epoch_at_or_above_99_4": first,
-        "train_seconds": 600.0, "per_epoch": [],
+        "train_seconds": 600.0, "device": "CPU (2 cores)",
+        "per_epoch": [{"epoch": epoch, "val_acc": test_acc - 0.1 * (epoch == 18)} for epoch in range(1, 20)],
     }  # fmt: skip
     (folder / "summary.json").write_text(json.dumps(summary))
 
@@ -31,6 +32,8 @@ def test_rows_give_mean_std_min_and_first_epoch_per_seed(tmp_path: Path) -> None
     assert (steplr["min"], steplr["max"]) == ("99.30", "99.50")
     assert steplr["first epoch ≥ 99.4 % (per seed)"] == "16, 9, never"
     assert steplr["minutes per run"] == "10.0"
+    assert steplr["last-3-epochs min"] == "99.20"  # seed 3's epoch 18
+    assert steplr["device"] == "CPU (2 cores)"
     assert rows["baseline"]["final test acc % (mean ± std)"] == "98.70 ± 0.00"
     markdown = (tmp_path / "table.md").read_text()
     assert markdown.count("\n") == 4 and "| dropout_steplr |" in markdown

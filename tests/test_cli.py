@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY_RUN, run_cli
+from tests.conftest import TINY_RUN, assert_one_line_error, run_cli
 
 SUMMARY_KEYS = {
     "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "best_epoch",
-    "first_epoch_at_or_above_99_4", "train_seconds", "test_seconds", "per_epoch",
+    "first_epoch_at_or_above_99_4", "train_seconds", "test_seconds", "per_epoch", "resumed_from", "device",
 }  # fmt: skip
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 
@@ -83,15 +83,6 @@ def test_multirun_leaves_one_dir_per_job(tiny_mnist: Path, tmp_path: Path) -> No
     assert "| baseline | 9,186 | 1 | 1 |" in table and "| sequential_avgpool | 12,234 | 1 | 1 |" in table
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error: "), result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in last_line
-
-
 def test_absent_data_offline_stops_with_one_line(tmp_path: Path) -> None:
     offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
     empty_root = tmp_path / "no_mnist_here"
@@ -106,10 +97,73 @@ def test_over_budget_net_stops_before_training(tiny_mnist: Path, tmp_path: Path)
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_unknown_recipe_lists_the_valid_ones(tiny_mnist: Path, tmp_path: Path) -> None:
-    result = run_cli("model=resnet50", f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "Could not find 'model/resnet50'" in result.stderr
-    for recipe in ("baseline", "augmented", "dropout_steplr", "sequential_avgpool"):
-        assert recipe in result.stderr
+def test_unknown_group_option_is_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli("-m", "model=baseline,resnet50", f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist)
+    assert_one_line_error(
+        result,
+        "model=resnet50 is not an option; valid: augmented, baseline, dropout_steplr, fast, record, "
+        "sequential_avgpool, tiny",
+    )
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
+        ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid float"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
+        ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+        ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
+        ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
+    ],
+)
+def test_bad_values_stop_in_one_line_before_anything_is_built(
+    tiny_mnist: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    result = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", data_dir=tiny_mnist)
+    assert_one_line_error(result, message)
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert not (tmp_path / "run").exists(), "nothing half-written"
+
+
+def broken_copy(tiny_mnist: Path, tmp_path: Path, name: str, content: bytes) -> Path:
+    root = tmp_path / "broken"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (tiny_mnist / "MNIST" / "raw").iterdir():
+        (raw / path.name).write_bytes(content if path.name == name else path.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (
+            lambda data: b"\x00\x00\x08\x01" + data[4:],
+            "is not an MNIST IDX file: magic number 0x00000801, expected 0x00000803",
+        ),
+        (lambda data: data[:-100], "is truncated or corrupt"),
+        (lambda data: b"", "is not an MNIST IDX file: magic number none (file too short)"),
+    ],
+)
+def test_corrupt_idx_files_stop_in_one_line(tiny_mnist: Path, tmp_path: Path, mangle, message: str) -> None:
+    name = "train-images-idx3-ubyte"
+    root = broken_copy(tiny_mnist, tmp_path, name, mangle((tiny_mnist / "MNIST" / "raw" / name).read_bytes()))
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data.download=false", data_dir=root)
+    assert_one_line_error(result, f"{root}/MNIST/raw/{name} ", message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_root_that_is_a_file_stops_in_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "mnist.zip"
+    not_a_dir.write_bytes(b"PK")
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", data_dir=not_a_dir)
+    assert_one_line_error(result, f"data.root={not_a_dir} is a file; it must be a folder holding MNIST/raw/")
+
+
+def test_unwritable_output_dir_stops_in_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "outputs"  # a file where the runs folder should go: unwritable even for root
+    blocker.write_text("")
+    result = run_cli(f"runs_dir={blocker / 'runs'}", data_dir=tiny_mnist)
+    assert_one_line_error(result, f"cannot write the run's output dir under {blocker / 'runs'}: {blocker} is a file")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from src.config import user_error_in
 from src.module import MNISTClassifier
-from src.train import user_error_in
 from tests.conftest import REPO, compose_train, run_cli
 
 RECIPES = {
@@ -19,8 +19,26 @@ RECIPES = {
 }
 
 
+OWN_RECIPES = {
+    # recipe: (params, the parameter budget, its epoch limit)
+    "record": (7_666, 8_000, 15),
+    "tiny": (3_860, 4_000, 15),
+    "fast": (7_666, 20_000, 15),
+}
+
+
 def test_every_recipe_config_is_listed_here() -> None:
-    assert {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")} == set(RECIPES)
+    assert {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")} == set(RECIPES) | set(OWN_RECIPES)
+
+
+@pytest.mark.parametrize("recipe", sorted(OWN_RECIPES))
+def test_own_recipes_stay_inside_their_budgets(recipe: str) -> None:
+    params, budget, max_epochs = OWN_RECIPES[recipe]
+    cfg = compose_train(f"model={recipe}")
+    model = instantiate(cfg.model)
+    assert model.num_params == params < budget
+    assert cfg.recipe == recipe and cfg.trainer.max_epochs <= max_epochs
+    assert instantiate(cfg.callbacks.ema).__class__.__name__ == "EMAWeightAveraging"
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))

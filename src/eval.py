@@ -1,0 +1,52 @@
+"""`python -m src.eval ckpt_path=...`: test loss and accuracy of a checkpoint, written to the eval's summary.json."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src.checkpoint import model_from_checkpoint
+from src.config import one_line_exit  # importing src.config registers the resolvers conf/ uses
+from src.train import write_json_atomically
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
+    ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
+    model, checkpoint = model_from_checkpoint(ckpt_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    summary = {
+        "ckpt_path": str(ckpt_path),
+        "recipe": checkpoint["run_config"]["recipe"],
+        "seed": checkpoint["run_config"]["seed"],
+        "params": model.num_params,
+        "epoch": checkpoint["epoch"] + 1,
+        "test_acc": round(100.0 * test["test/acc"], 4),
+        "test_loss": test["test/loss"],
+    }
+    write_json_atomically(output_dir / "summary.json", summary)
+    log.info("%s (recipe %s, epoch %d): test acc %.2f%%, test loss %.4f; summary: %s", ckpt_path, summary["recipe"],
+             summary["epoch"], summary["test_acc"], summary["test_loss"], output_dir / "summary.json")  # fmt: skip
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return evaluate(cfg, output_dir)["test_acc"]
+    except Exception as error:
+        raise one_line_exit(error, output_dir) from None
+
+
+if __name__ == "__main__":
+    main()
