@@ -13,6 +13,7 @@ def write_summary(folder: Path, recipe: str, seed: int, test_acc: float, first: 
     summary = {
         "recipe": recipe, "params": 9320, "seed": seed, "epochs": 19, "test_acc": test_acc, "test_loss": 0.02,
         "best_val_acc": test_acc + 0.1, "best_epoch": 12, "first_epoch_at_or_above_99_4": first,
+        "seconds_to_99_4": None if first is None else 30.0 * first,
         "train_seconds": 600.0, "device": "CPU (2 cores)",
         "per_epoch": [{"epoch": epoch, "val_acc": test_acc - 0.1 * (epoch == 18)} for epoch in range(1, 20)],
     }  # fmt: skip
@@ -31,6 +32,7 @@ def test_rows_give_mean_std_min_and_first_epoch_per_seed(tmp_path: Path) -> None
     assert steplr["final test acc % (mean ± std)"] == "99.40 ± 0.10"
     assert (steplr["min"], steplr["max"]) == ("99.30", "99.50")
     assert steplr["first epoch ≥ 99.4 % (per seed)"] == "16, 9, never"
+    assert steplr["minutes to 99.4 % from start (per seed)"] == "8.0, 4.5, never"
     assert steplr["minutes per run"] == "10.0"
     assert steplr["last-3-epochs min"] == "99.20"  # seed 3's epoch 18
     assert steplr["device"] == "CPU (2 cores)"

@@ -10,9 +10,10 @@ from tests.conftest import TINY_RUN, assert_one_line_error, run_cli
 
 SUMMARY_KEYS = {
     "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "best_epoch",
-    "first_epoch_at_or_above_99_4", "train_seconds", "test_seconds", "per_epoch", "resumed_from", "device",
+    "first_epoch_at_or_above_99_4", "seconds_to_99_4", "train_seconds", "test_seconds", "per_epoch", "resumed_from",
+    "device",
 }  # fmt: skip
-EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "since_start"}
 
 
 def read_tensorboard(run_dir: Path) -> EventAccumulator:
