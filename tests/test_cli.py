@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY_RUN, assert_one_line_error, run_cli
+from src import UserError
+from src.config import validate
+from src.data import MNISTDataModule
+from tests.conftest import TINY_RUN, assert_one_line_error, compose_train, run_cli
 
 SUMMARY_KEYS = {
     "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "best_epoch",
@@ -108,20 +111,25 @@ def test_unknown_group_option_is_one_line(tiny_mnist: Path, tmp_path: Path) -> N
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
-        ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid float"),
-        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
-        ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
-        ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
-        ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
-    ],
-)
-def test_bad_values_stop_in_one_line_before_anything_is_built(
-    tiny_mnist: Path, tmp_path: Path, override: str, message: str
-) -> None:
+BAD_VALUES = [
+    ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
+    ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid float"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
+    ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+    ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
+    ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES)
+def test_schema_names_each_bad_value_and_what_is_valid(override: str, message: str) -> None:
+    with pytest.raises(UserError) as raised:
+        validate(compose_train(override))
+    assert str(raised.value) == message
+
+
+def test_bad_value_stops_the_cli_in_one_line_before_anything_is_built(tiny_mnist: Path, tmp_path: Path) -> None:
+    override, message = BAD_VALUES[0]
     result = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", data_dir=tiny_mnist)
     assert_one_line_error(result, message)
     assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
@@ -148,11 +156,20 @@ def broken_copy(tiny_mnist: Path, tmp_path: Path, name: str, content: bytes) -> 
         (lambda data: b"", "is not an MNIST IDX file: magic number none (file too short)"),
     ],
 )
-def test_corrupt_idx_files_stop_in_one_line(tiny_mnist: Path, tmp_path: Path, mangle, message: str) -> None:
+def test_corrupt_idx_files_are_named_in_one_line(tiny_mnist: Path, tmp_path: Path, mangle, message: str) -> None:
     name = "train-images-idx3-ubyte"
     root = broken_copy(tiny_mnist, tmp_path, name, mangle((tiny_mnist / "MNIST" / "raw" / name).read_bytes()))
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data.download=false", data_dir=root)
-    assert_one_line_error(result, f"{root}/MNIST/raw/{name} ", message)
+    with pytest.raises(UserError) as raised:
+        MNISTDataModule(root=str(root), download=False).prepare_data()
+    assert str(raised.value).startswith(f"{root.resolve()}/MNIST/raw/{name} ")
+    assert message in str(raised.value)
+
+
+def test_corrupt_idx_file_stops_the_cli_in_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
+    name = "t10k-labels-idx1-ubyte"
+    root = broken_copy(tiny_mnist, tmp_path, name, (tiny_mnist / "MNIST" / "raw" / name).read_bytes()[:-5])
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", data_dir=root)
+    assert_one_line_error(result, f"{root}/MNIST/raw/{name} is truncated or corrupt")
     assert not (tmp_path / "run").exists()
 
 
