@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,7 +159,9 @@ def main(cfg: DictConfig) -> float:
     dir and returns NaN, so the other jobs still run; the sweep's end report lists the failures."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    fresh = holds_only_hydra_files(output_dir)
+    # Lightning's DDP launcher restarts this script per extra device with hydra.run.dir set to this run's dir.
+    ddp_child = os.environ.get("LOCAL_RANK", "0") != "0"
+    fresh = ddp_child or holds_only_hydra_files(output_dir)
     try:
         if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
             raise UserError("resume=true and ckpt_path continue one run; run them without -m")
