@@ -15,7 +15,6 @@ import torch  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from src import PROCESS_START  # noqa: E402
 from src.data import MNIST_MEAN, MNIST_STD  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,9 @@ def _percent(value: float | None) -> float | None:
 class EpochLog(pl.Callback):
     """Prints one line per epoch and keeps the per-epoch rows (accuracies in %) that `summary.json` reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, job_start: float) -> None:
         self.rows: list[dict[str, Any]] = []
+        self._job_start = job_start
         self._epoch_start = 0.0
 
     def state_dict(self) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class EpochLog(pl.Callback):
             "val_acc": _percent(_metric(trainer, "val/acc")),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],  # the schedule steps after this hook
             "seconds": round(time.perf_counter() - self._epoch_start, 2),
-            "since_start": round(time.perf_counter() - PROCESS_START, 2),
+            "since_start": round(time.perf_counter() - self._job_start, 2),
         }
         self.rows.append(row)
         log.info(

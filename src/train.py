@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import UserError
+from src import UserError, start_job_clock
 from src.callbacks import EpochLog
 from src.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
 from src.config import FAILED_MARK, UNFINISHED_MARK, check_group_choices, one_line_exit, user_error_in, validate
@@ -75,6 +75,7 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    job_start = start_job_clock()  # before data loading: the `fast` goal counts it
     validate(cfg)
     checkpoint_path = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -87,7 +88,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         check_fits(copy.deepcopy(model), load_checkpoint(checkpoint_path), checkpoint_path)
         log.info("continuing from %s", checkpoint_path)
 
-    epoch_log = EpochLog()
+    epoch_log = EpochLog(job_start)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False

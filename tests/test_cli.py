@@ -81,8 +81,10 @@ def test_multirun_leaves_one_dir_per_job(tiny_mnist: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     job_dirs = sorted(path.name for path in tmp_path.iterdir() if path.is_dir() and path.name[0].isdigit())
     assert job_dirs == ["0_baseline_seed1", "1_sequential_avgpool_seed1"]
-    recipes = [json.loads((tmp_path / name / "summary.json").read_text())["recipe"] for name in job_dirs]
-    assert recipes == ["baseline", "sequential_avgpool"]
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in job_dirs]
+    assert [summary["recipe"] for summary in summaries] == ["baseline", "sequential_avgpool"]
+    first_job_end = summaries[0]["per_epoch"][-1]["since_start"]  # includes Python and torch start-up
+    assert summaries[1]["per_epoch"][0]["since_start"] < first_job_end, "job 2's clock must not include job 1"
     table = (tmp_path / "results.md").read_text()  # written by the sweep-end report
     assert "| baseline | 9,186 | 1 | 1 |" in table and "| sequential_avgpool | 12,234 | 1 | 1 |" in table
 
