@@ -22,7 +22,7 @@ install: $(STAMP)  ## create .venv and install the project with its dev tools (s
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,sweep]'
 	touch $(STAMP)
 
 train: install  ## train the default recipe (dropout_steplr); pass overrides as ARGS="model=baseline seed=2"

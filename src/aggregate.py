@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.config import FAILED_MARK
 
@@ -29,8 +29,10 @@ COLUMNS = (
 
 
 def load_summaries(dirs: list[Path]) -> list[dict[str, Any]]:
+    """The tested runs below `dirs`; a search's trials (test=false) have no test figures to aggregate."""
     paths = sorted(path for folder in dirs for path in folder.rglob("summary.json"))
-    return [json.loads(path.read_text()) for path in paths]
+    summaries = [json.loads(path.read_text()) for path in paths]
+    return [summary for summary in summaries if summary.get("test_acc") is not None]
 
 
 def last_epochs_min(runs: list[dict[str, Any]], count: int = 3) -> str:
@@ -91,13 +93,15 @@ def save_table(rows: list[dict[str, Any]], stem: Path, cell: Callable[[Any], str
 def write_table(dirs: list[Path], out: Path) -> str:
     summaries = load_summaries(dirs)
     if not summaries:
-        raise FileNotFoundError(f"no summary.json under {', '.join(map(str, dirs))}; finished runs leave one each")
+        folders = ", ".join(map(str, dirs))
+        raise FileNotFoundError(f"no summary.json of a tested run under {folders}; finished runs leave one each")
     return save_table(aggregate(summaries), out)
 
 
 def failed_jobs(sweep_dir: Path) -> dict[str, str]:
     """Job dir name → its one-line error, for the jobs of a sweep that failed."""
-    return {mark.parent.name: mark.read_text().strip() for mark in sorted(sweep_dir.glob(f"*/{FAILED_MARK}"))}
+    marks = sorted(sweep_dir.rglob(FAILED_MARK))  # job dirs, or a search's session/job dirs
+    return {str(mark.parent.relative_to(sweep_dir)): mark.read_text().strip() for mark in marks}
 
 
 class SweepReport(Callback):
@@ -108,7 +112,7 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = failed_jobs(sweep_dir)
-        jobs = sum(1 for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
+        jobs = sum(1 for path in sweep_dir.rglob(".hydra") if path.is_dir())
         written: list[Path] = []
         if config.task.name == "backprop" and len(failed) < jobs:
             from src.backprop_runs import report_sweep  # matplotlib and openpyxl only when needed
@@ -119,6 +123,11 @@ class SweepReport(Callback):
             written = [sweep_dir / "results.md", sweep_dir / "results.csv"]
         if written:
             print("sweep report:", *written, sep="\n  ")
+        search = sweep_dir / "optimization_results.yaml"  # written by the Optuna sweeper
+        if search.is_file():
+            result = OmegaConf.load(search)
+            overrides = " ".join(f"{name}={value}" for name, value in result.best_params.items())
+            print(f"best trial of the study: {config.optimized_metric} {result.best_value:.2f} with\n  {overrides}")
         if failed:
             listed = ", ".join(f"{name} ({message})" for name, message in failed.items())
             raise SystemExit(f"error: {len(failed)} of {jobs} jobs failed: {listed}")

@@ -61,6 +61,8 @@ class EpochLog(pl.Callback):
             "since_start": round(time.perf_counter() - self._job_start, 2),
         }
         self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
         log.info(
             "epoch %d/%d | train loss %s acc %s | val loss %s acc %s | lr %.3g | %.1fs",
             row["epoch"], trainer.max_epochs, _shown(row["train_loss"], "{:.4f}"), _shown(row["train_acc"], "{:.2f}%"),

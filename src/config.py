@@ -3,6 +3,7 @@ mistyped value into one line before anything is built."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass, fields
@@ -78,7 +79,21 @@ def config_subdir(output_dir: str, stamp: str) -> str:
     return f".hydra/{stamp}" if (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
 
 
-RESOLVERS = {"native_precision": native_precision, "run_dir": run_dir, "config_subdir": config_subdir, "pid": os.getpid}
+def optuna_storage(sweep_dir: str) -> str:
+    """The Optuna study's SQLite file, in the sweep dir; made here because Hydra creates that dir only after the
+    sweeper has opened its storage."""
+    folder = Path(sweep_dir).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+RESOLVERS = {
+    "native_precision": native_precision,
+    "run_dir": run_dir,
+    "config_subdir": config_subdir,
+    "optuna_storage": optuna_storage,
+    "pid": os.getpid,
+}
 for _name, _resolver in RESOLVERS.items():
     OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 
@@ -102,7 +117,7 @@ def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExi
         and all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())
     )
     if hydra_only:
-        shutil.rmtree(output_dir)
+        shutil.rmtree(output_dir, ignore_errors=True)  # a DDP process may still be closing its log
     return SystemExit(f"error: {cause}")
 
 
@@ -110,12 +125,35 @@ def group_options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
+def module_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # not even its parent package (hydra_plugins) is there
+        return False
+
+
+PLUGINS = {  # option → (the Hydra plugin that provides it, its package); all are in the `sweep` extras
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+}
+
+
 def check_group_choices(args: list[str]) -> None:
     """`model=recrod` or `model=record,recrod`: one line naming the bad option and the valid ones, before Hydra's
-    multi-line report."""
+    multi-line report; an option whose Hydra plugin is not installed: one line saying how to install it."""
     for arg in args:
         group, sep, value = arg.partition("=")
         group = group.lstrip("+~")
+        module, package = PLUGINS.get(f"{group}={value.strip()}", (None, None))
+        if module and not module_installed(module):
+            raise SystemExit(
+                f"error: {group}={value.strip()} needs the {package} plugin; install the sweep extras with "
+                "`make install` (or pip install -e '.[sweep]')"
+            )
         if not sep or "." in group or "/" in group or not (CONF_DIR / group).is_dir():
             continue
         options = group_options(group)
@@ -172,3 +210,6 @@ def validate(cfg: DictConfig) -> None:
             kind = field.type if isinstance(field.type, str) else field.type.__name__
             raise UserError(f"{RunSchema.PATHS[field.name]}={value!r} is not a valid {kind}") from None
     OmegaConf.to_object(schema)
+    metric, objectives = cfg.get("optimized_metric"), ("test_acc", "val_acc", "best_val_acc")
+    if metric not in objectives or (metric == "test_acc" and not cfg.get("test", True)):
+        raise UserError(f"optimized_metric={metric!r} is not one of {', '.join(objectives)} (test_acc needs test=true)")

@@ -10,7 +10,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+)
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
@@ -161,6 +170,37 @@ class BatchAugment(torch.nn.Module):
         return images
 
 
+class ShardedBatches(DistributedSampler):
+    """The tensor pipeline's batches under DDP: every process walks the same order of global batches (drawn from
+    `seed` and the epoch) and takes its share of each, so N processes together train on exactly the batches of
+    `data.batch_size` that one process would draw, and evaluation sees every image once, without padding. (A
+    DistributedSampler, so that Lightning does not shard it a second time.)"""
+
+    def __init__(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, processes: int | None = None,
+        rank: int | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(dataset, num_replicas=processes, rank=rank, shuffle=shuffle, seed=seed)  # None: from DDP
+        self.batch_size = batch_size
+        self.size = len(dataset)
+
+    def __len__(self) -> int:
+        batches = math.ceil(self.size / self.batch_size)
+        return batches - 1 if self._drops_last_batch() else batches
+
+    def _drops_last_batch(self) -> bool:
+        """In training every process needs an image of every batch (DDP steps together; BatchNorm needs data)."""
+        return self.shuffle and 0 < self.size % self.batch_size < self.num_replicas
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        batches = order.split(self.batch_size)[: len(self)]
+        return iter([batch.tensor_split(self.num_replicas)[self.rank].tolist() for batch in batches])
+
+
 class MNISTDataModule(pl.LightningDataModule):
     """Official 60k/10k MNIST; per-epoch evaluation on the official test set unless `val_split` holds images out.
 
@@ -224,6 +264,16 @@ class MNISTDataModule(pl.LightningDataModule):
             reason = str(error).splitlines()[0].rstrip(":")
             raise UserError(f"{hint}, or run once with network access (download failed: {reason})") from error
 
+    def check_split(self, processes: int) -> None:
+        """Under DDP the batch sizes stay global: each of the N processes loads 1/N of every batch. Called before
+        the processes start, so that the error is printed once."""
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) % processes:
+                raise UserError(
+                    f"data.{key}={getattr(self, key)} does not split evenly over {processes} processes; "
+                    f"use a multiple of {processes}"
+                )
+
     def setup(self, stage: str | None = None) -> None:
         self.test_set = self._dataset(train=False, augment=False)
         if stage == "test":
@@ -247,12 +297,18 @@ class MNISTDataModule(pl.LightningDataModule):
         return TensorDataset(raw.data.to(device), raw.targets.to(device))
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        if self.pipeline == "tensor":  # one index per batch: the dataset returns the whole batch at once
-            order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False))
-        return DataLoader(
+        """`batch_size` is the global batch; under DDP each of the processes loads its share of it."""
+        processes = self.trainer.world_size if self.trainer else 1
+        if self.pipeline == "tensor":  # one index list per batch: the dataset returns the whole batch at once
+            if processes > 1:
+                batches = ShardedBatches(dataset, batch_size, shuffle, seed=torch.initial_seed())
+            else:
+                order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+                batches = BatchSampler(order, batch_size, drop_last=False)
+            return DataLoader(dataset, batch_size=None, sampler=batches)
+        return DataLoader(  # under DDP, Lightning's DistributedSampler gives each process its share of the images
             dataset,
-            batch_size=batch_size,
+            batch_size=batch_size // processes,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -42,8 +42,9 @@ def build_summary(
         "params": params,
         "seed": cfg.seed,
         "epochs": len(rows),
-        "test_acc": round(100.0 * test["test/acc"], 4),
-        "test_loss": test["test/loss"],
+        "test_acc": round(100.0 * test["test/acc"], 4) if test else None,
+        "test_loss": test["test/loss"] if test else None,
+        "val_acc": rows[-1]["val_acc"] if rows else None,
         "best_val_acc": best["val_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "first_epoch_at_or_above_99_4": first["epoch"] if first else None,
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    datamodule.check_split(trainer.world_size)
 
     start = time.perf_counter()
     try:
@@ -105,12 +107,14 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if trainer.interrupted:
         raise UserError(f"training was interrupted after {len(epoch_log.rows)} epochs; no test, no summary.json")
     start = time.perf_counter()
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if cfg.test else {}
     seconds["test"] = time.perf_counter() - start
 
     summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
     summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
-    summary["device"] = device_name(trainer.strategy.root_device)
+    summary["device"] = device_name(trainer.strategy.root_device, trainer.world_size)
+    if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
+        return summary
     write_json_atomically(output_dir / "summary.json", summary)
     if logger:
         choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
@@ -118,18 +122,20 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         metrics = {"hparams/test_acc": summary["test_acc"], "hparams/best_val_acc": summary["best_val_acc"] or 0.0}
         logger.log_hyperparams({**hparams, "params": model.num_params, "epochs": summary["epochs"]}, metrics)
         logger.finalize("success")
-    log.info(
-        "test acc %.2f%% (final-epoch weights), test loss %.4f; summary: %s",
-        summary["test_acc"], summary["test_loss"], output_dir / "summary.json",
-    )  # fmt: skip
+    if cfg.test:
+        log.info(
+            "test acc %.2f%% (final-epoch weights), test loss %.4f; summary: %s",
+            summary["test_acc"], summary["test_loss"], output_dir / "summary.json",
+        )  # fmt: skip
+    else:
+        log.info("final val acc %.2f%% (test=false); summary: %s", summary["val_acc"], output_dir / "summary.json")
     return summary
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, processes: int = 1) -> str:
     """For the results tables: which machine the minutes per run were measured on."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return name if processes == 1 else f"{processes} × {name}"
 
 
 def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
@@ -151,13 +157,14 @@ def run_task(cfg: DictConfig, output_dir: Path) -> float:
         log.info("E_total %.6g after %d iterations at lr %g; outputs in %s",
                  last["E_total"], last["iteration"] + 1, last["lr"], output_dir)  # fmt: skip
         return last["E_total"]
-    return train(cfg, output_dir)["test_acc"]
+    return train(cfg, output_dir)[cfg.optimized_metric]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """A single run stops with one `error:` line for a UserError. In a multirun a failed job writes FAILED into its
-    dir and returns NaN, so the other jobs still run; the sweep's end report lists the failures."""
+    dir and returns NaN (an Optuna trial raises instead), so the other jobs still run; the sweep's end report lists
+    the failures."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # Lightning's DDP launcher restarts this script per extra device with hydra.run.dir set to this run's dir.
@@ -166,6 +173,11 @@ def main(cfg: DictConfig) -> float:
     try:
         if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
             raise UserError("resume=true and ckpt_path continue one run; run them without -m")
+        if multirun and "ddp" in str(cfg.get("trainer", {}).get("strategy")) and "SLURM_NTASKS" not in os.environ:
+            raise UserError(
+                f"trainer.strategy={cfg.trainer.strategy} restarts this command once per process, which a multirun "
+                "job cannot do; run it without -m, or sweep with hydra/launcher=slurm (one task per device)"
+            )
         if not fresh and not (cfg.get("resume") or cfg.get("ckpt_path")):
             raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
         return run_task(cfg, output_dir)
@@ -175,8 +187,10 @@ def main(cfg: DictConfig) -> float:
             message = f"error: {cause}" if cause else f"{type(error).__name__}: {error}"
             log.error(message, exc_info=cause is None)
             (output_dir / FAILED_MARK).write_text(message + "\n")
+            if "optuna" in HydraConfig.get().sweeper._target_.lower():
+                raise  # the Optuna sweeper records the trial as failed and goes on (max_failure_rate)
             return float("nan")
-        raise one_line_exit(error, output_dir) from None
+        raise one_line_exit(error, None if ddp_child else output_dir) from None
 
 
 def multirun_flag_first(args: list[str]) -> list[str]:

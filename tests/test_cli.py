@@ -12,7 +12,7 @@ from src.data import MNISTDataModule
 from tests.conftest import TINY_RUN, assert_one_line_error, compose_train, run_cli
 
 SUMMARY_KEYS = {
-    "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "best_val_acc", "best_epoch",
+    "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "val_acc", "best_val_acc", "best_epoch",
     "first_epoch_at_or_above_99_4", "seconds_to_99_4", "train_seconds", "test_seconds", "per_epoch", "resumed_from",
     "device",
 }  # fmt: skip

@@ -1,0 +1,149 @@
+"""Scale-out engines on tiny data: DDP over 2 CPU processes, the joblib and submitit launchers, the Optuna search."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from src.config import check_group_choices, module_installed
+from src.data import ShardedBatches
+from tests.conftest import TINY_RUN, TINY_TEST, assert_one_line_error, compose_train, run_cli
+
+needs_sweep_extras = pytest.mark.skipif(
+    not all(map(module_installed, ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher",
+                            "hydra_plugins.hydra_optuna_sweeper"))),
+    reason="the sweep extras are not installed: make install (or pip install -e '.[sweep]')",
+)  # fmt: skip
+QUIET = ("logger=none",)
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sharded_batches_give_each_process_its_share_of_every_global_batch(processes: int, shuffle: bool) -> None:
+    size, batch_size = 103, 10
+    per_rank = [list(ShardedBatches(range(size), batch_size, shuffle, seed=7, processes=processes, rank=rank))
+                for rank in range(processes)]  # fmt: skip
+    assert len({len(batches) for batches in per_rank}) == 1, "every process must take the same number of steps"
+    global_batches = [sum(parts, []) for parts in zip(*per_rank, strict=True)]
+    assert all(len(part) > 0 for batches in per_rank for part in batches)
+    assert all(len(batch) == batch_size for batch in global_batches[:-1])
+    seen = [index for batch in global_batches for index in batch]
+    if shuffle:  # the last global batch (3 images) is kept: it has at least one image per process
+        assert sorted(seen) == list(range(size)) and seen != list(range(size))
+    else:  # evaluation: every image exactly once, in order, no padding
+        assert seen == list(range(size))
+
+
+def test_sharded_batches_drop_a_last_batch_too_small_to_share_in_training() -> None:
+    sampler = ShardedBatches(range(21), 10, shuffle=True, seed=0, processes=2, rank=1)
+    assert len(sampler) == 2 and len(list(sampler)) == 2
+    sampler.set_epoch(1)
+    assert list(sampler) != list(ShardedBatches(range(21), 10, shuffle=True, seed=0, processes=2, rank=1))
+
+
+def test_ddp_sim_matches_one_process_and_syncs_its_metrics(tiny_mnist: Path, tmp_path: Path) -> None:
+    """Two CPU processes on the same global batch: the same curve as one process within noise (BatchNorm sees half
+    batches), one summary written by rank 0, and a test accuracy over every test image exactly once."""
+    recipe = ("model=record", "callbacks.ema=null", "trainer.max_epochs=3", "trainer.deterministic=true", *QUIET)
+    summaries = {}
+    for trainer in ("cpu", "ddp_sim"):
+        run_dir = tmp_path / trainer
+        result = run_cli(*TINY_RUN, *recipe, f"trainer={trainer}", f"hydra.run.dir={run_dir}", data_dir=tiny_mnist)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summaries[trainer] = json.loads((run_dir / "summary.json").read_text())
+    assert summaries["ddp_sim"]["device"].startswith("2 × CPU")
+    for one, two in zip(summaries["cpu"]["per_epoch"], summaries["ddp_sim"]["per_epoch"], strict=True):
+        assert abs(one["train_loss"] - two["train_loss"]) < 0.1, (one, two)
+        assert abs(one["val_loss"] - two["val_loss"]) < 0.2, (one, two)
+    assert sorted(path.name for path in (tmp_path / "ddp_sim").glob("summary*")) == ["summary.json"]
+
+    evaluated = run_cli(f"ckpt_path={tmp_path / 'ddp_sim' / 'checkpoints' / 'last.ckpt'}", "data.eval_batch_size=64",
+                        f"hydra.run.dir={tmp_path / 'eval'}", data_dir=tiny_mnist, module="src.eval")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    eval_summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert eval_summary["test_acc"] == summaries["ddp_sim"]["test_acc"]  # synced over ranks, no padded duplicates
+    assert round(eval_summary["test_acc"] * TINY_TEST / 100, 6).is_integer()
+
+
+def test_batch_that_does_not_split_over_the_processes_is_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli(*TINY_RUN, "data.batch_size=33", "trainer=ddp_sim", *QUIET, f"hydra.run.dir={tmp_path / 'run'}",
+                     data_dir=tiny_mnist)  # fmt: skip
+    assert_one_line_error(result, "data.batch_size=33", "2 processes", "multiple of 2")
+
+
+def test_ddp_inside_a_basic_multirun_fails_each_job_in_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli("-m", *TINY_RUN, "trainer=ddp_sim", *QUIET, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist)
+    assert result.returncode != 0
+    failed = (tmp_path / "0_dropout_steplr_seed1" / "FAILED").read_text()
+    assert "restarts this command once per process" in failed and "hydra/launcher=slurm" in failed
+
+
+@needs_sweep_extras
+def test_joblib_launcher_runs_jobs_in_parallel_and_the_sweep_is_aggregated(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=baseline", "seed=1,2", *TINY_RUN,
+        "trainer.max_epochs=1", *QUIET, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "JoblibLauncher" in (tmp_path / "multirun.yaml").read_text()
+    assert "| baseline | 9,186 | 1 | 1,2 |" in (tmp_path / "results.md").read_text()
+    again = run_cli(str(tmp_path), "--out", str(tmp_path / "again"), data_dir=tiny_mnist, module="src.aggregate")
+    assert again.returncode == 0 and (tmp_path / "again.md").read_text() == (tmp_path / "results.md").read_text()
+
+
+@needs_sweep_extras
+def test_slurm_launcher_config_composes_for_ddp() -> None:
+    cfg = compose_train("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "hydra.launcher.tasks_per_node=4")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.tasks_per_node, launcher.nodes, launcher.timeout_min) == (4, 1, 60)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+
+
+@needs_sweep_extras
+def test_submitit_launcher_runs_a_job(tiny_mnist: Path, tmp_path: Path) -> None:
+    """The submitit plugin that `hydra/launcher=slurm` uses, with its local executor (no cluster here)."""
+    result = run_cli("-m", "hydra/launcher=submitit_local", "model=baseline", *TINY_RUN, "trainer.max_epochs=1",
+                     *QUIET, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / ".submitit").is_dir()
+    assert json.loads((tmp_path / "0_baseline_seed1" / "summary.json").read_text())["epochs"] == 1
+
+
+@needs_sweep_extras
+def test_optuna_search_maximises_held_out_accuracy_and_continues(tiny_mnist: Path, tmp_path: Path) -> None:
+    import optuna
+
+    search = (
+        "hparams_search=optuna", "model=tiny", *(arg for arg in TINY_RUN if "data.batch_size" not in arg),
+        "data.batch_size=choice(16,32)", "trainer.max_epochs=1", "data.val_split=64", *QUIET,
+        f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    first = run_cli(*search, "hydra.sweeper.n_trials=3", data_dir=tiny_mnist)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "best trial of the study: val_acc" in first.stdout and "optimizer.lr=" in first.stdout
+    summaries = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
+    assert len(summaries) == 3 and all(summary["test_acc"] is None for summary in summaries)  # test set untouched
+    assert len({summary["per_epoch"][0]["lr"] for summary in summaries}) == 3
+    trial_batches = {line for path in tmp_path.rglob("overrides.yaml") for line in path.read_text().splitlines()
+                     if "data.batch_size" in line}  # fmt: skip
+    assert trial_batches <= {"- data.batch_size=16", "- data.batch_size=32"}, trial_batches
+
+    again = run_cli(*search, "hydra.sweeper.n_trials=2", data_dir=tiny_mnist)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 5
+    assert len(list(tmp_path.rglob("summary.json"))) == 5  # the first session's trial dirs are kept
+
+
+def test_missing_plugin_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if "joblib" in name else real_find_spec(name, *args))  # fmt: skip
+    with pytest.raises(SystemExit, match=r"hydra/launcher=joblib needs the hydra-joblib-launcher plugin.*make install"):
+        check_group_choices(["-m", "hydra/launcher=joblib", "seed=1,2"])
+    check_group_choices(["hydra/launcher=basic"])
