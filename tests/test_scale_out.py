@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.config import check_group_choices, module_installed
+from src.config import check_group_choices, module_installed, suggest_dropout
 from src.data import ShardedBatches
 from tests.conftest import TINY_RUN, TINY_TEST, assert_one_line_error, compose_train, run_cli
 
@@ -132,6 +132,8 @@ def test_optuna_search_maximises_held_out_accuracy_and_continues(tiny_mnist: Pat
     trial_batches = {line for path in tmp_path.rglob("overrides.yaml") for line in path.read_text().splitlines()
                      if "data.batch_size" in line}  # fmt: skip
     assert trial_batches <= {"- data.batch_size=16", "- data.batch_size=32"}, trial_batches
+    dropouts = [path.read_text().count("model.net.dropout=") for path in tmp_path.rglob("overrides.yaml")]
+    assert dropouts == [1, 1, 1]  # from suggest_dropout: tiny's net has one
 
     again = run_cli(*search, "hydra.sweeper.n_trials=2", data_dir=tiny_mnist)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -147,3 +149,14 @@ def test_missing_plugin_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit, match=r"hydra/launcher=joblib needs the hydra-joblib-launcher plugin.*make install"):
         check_group_choices(["-m", "hydra/launcher=joblib", "seed=1,2"])
     check_group_choices(["hydra/launcher=basic"])
+
+
+@needs_sweep_extras
+@pytest.mark.parametrize(("recipe", "searched"), [("tiny", True), ("baseline", False)])
+def test_dropout_is_searched_only_where_the_net_has_one(recipe: str, searched: bool) -> None:
+    import optuna
+
+    trial = optuna.create_study(direction="maximize").ask()
+    suggest_dropout(compose_train(f"model={recipe}", "hparams_search=optuna"), trial)
+    assert ("model.net.dropout" in trial.params) is searched
+    assert not searched or 0.0 <= trial.params["model.net.dropout"] <= 0.15
