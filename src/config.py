@@ -8,7 +8,7 @@ import os
 import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -130,6 +130,13 @@ def module_installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:  # not even its parent package (hydra_plugins) is there
         return False
+
+
+def suggest_dropout(cfg: DictConfig, trial: Any) -> None:
+    """The Optuna search's dropout range (hparams_search=optuna), only for nets that have a dropout: `baseline`'s and
+    `augmented`'s have none, and a trial that set one would fail."""
+    if "dropout" in cfg.model.net:
+        trial.suggest_float("model.net.dropout", 0.0, 0.15)
 
 
 PLUGINS = {  # option → (the Hydra plugin that provides it, its package); all are in the `sweep` extras
