@@ -43,5 +43,5 @@ def test_rows_give_mean_std_min_and_first_epoch_per_seed(tmp_path: Path) -> None
 
 
 def test_dir_without_summaries_is_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no summary.json under"):
+    with pytest.raises(SystemExit, match="no summary.json of a tested run under"):
         main([str(tmp_path)])
