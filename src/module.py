@@ -134,13 +134,13 @@ class MNISTClassifier(pl.LightningModule):
         if not schedule or schedule.get("lr_scheduler") is None:
             return optimizer
         make_scheduler = schedule["lr_scheduler"]
+        steps = int(self.trainer.estimated_stepping_batches)
         run_length = {}
         if "total_steps" in make_scheduler.keywords and make_scheduler.keywords["total_steps"] is None:
-            run_length["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            run_length["total_steps"] = steps
         try:
             scheduler = make_scheduler(optimizer, **run_length)
         except (ZeroDivisionError, ValueError) as error:  # e.g. a one-cycle warm-up shorter than one step
-            steps = int(self.trainer.estimated_stepping_batches)
             raise UserError(
                 f"{make_scheduler.func.__name__} cannot schedule a run of {steps} optimizer steps ({error}); "
                 "train for more steps (trainer.max_epochs, a smaller data.batch_size) or choose another scheduler"

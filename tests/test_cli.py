@@ -187,3 +187,10 @@ def test_unwritable_output_dir_stops_in_one_line(tiny_mnist: Path, tmp_path: Pat
     blocker.write_text("")
     result = run_cli(f"runs_dir={blocker / 'runs'}", data_dir=tiny_mnist)
     assert_one_line_error(result, f"cannot write the run's output dir under {blocker / 'runs'}: {blocker} is a file")
+
+
+def test_one_cycle_over_too_few_steps_stops_in_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli("model=tiny", *TINY_RUN, "data.batch_size=80", "trainer.max_epochs=1", "logger=none",
+                     f"hydra.run.dir={tmp_path / 'run'}", data_dir=tiny_mnist)  # fmt: skip
+    assert_one_line_error(result, "OneCycleLR cannot schedule a run of 4 optimizer steps", "trainer.max_epochs")
+    assert not (tmp_path / "run").exists()
