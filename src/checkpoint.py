@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +19,31 @@ from src import UserError
 from src.module import MNISTClassifier
 
 
+@contextmanager
+def replaced_atomically(target: Path) -> Iterator[Path]:
+    """A temporary path beside `target` to write to; renamed onto `target` only once the write finished, so a crash
+    or kill mid-write leaves the previous file whole."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
+    with replaced_atomically(path) as partial:
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file beside the target and renames it into place, so a crash or kill
-    mid-save leaves the previous checkpoint whole (Lightning writes the target file directly)."""
+    """Checkpoints through `replaced_atomically` (Lightning writes the target file directly)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
+        with replaced_atomically(target) as partial:
             super().save_checkpoint(checkpoint, partial, storage_options)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 class RunConfigInCheckpoint(pl.Callback):

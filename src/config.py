@@ -105,18 +105,18 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     return error
 
 
+def holds_only_hydra_files(output_dir: Path) -> bool:
+    """Nothing but Hydra's config and the console logs (`train.log`, a DDP process's `train_ddp_process_N.log`)."""
+    return all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())
+
+
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
     """The `error: ...` exit for a UserError (re-raises anything else: that is a bug to see in full). A run that
     failed before producing anything leaves no directory, only Hydra's config and log would be in it."""
     cause = user_error_in(error)
     if cause is None:
         raise error
-    hydra_only = (
-        output_dir is not None
-        and output_dir.is_dir()
-        and all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())
-    )
-    if hydra_only:
+    if output_dir is not None and output_dir.is_dir() and holds_only_hydra_files(output_dir):
         shutil.rmtree(output_dir, ignore_errors=True)  # a DDP process may still be closing its log
     return SystemExit(f"error: {cause}")
 
@@ -181,6 +181,7 @@ class RunSchema:
     eval_batch_size: int
     seed: int
     dropout: float = 0.0
+    label_smoothing: float = 0.0
 
     PATHS: ClassVar[dict[str, str]] = {
         "lr": "optimizer.lr",
@@ -189,6 +190,7 @@ class RunSchema:
         "eval_batch_size": "data.eval_batch_size",
         "seed": "seed",
         "dropout": "model.net.dropout",
+        "label_smoothing": "model.label_smoothing",
     }
 
     def __post_init__(self) -> None:
@@ -198,6 +200,7 @@ class RunSchema:
             "batch_size": (self.batch_size >= 1, "must be >= 1"),
             "eval_batch_size": (self.eval_batch_size >= 1, "must be >= 1"),
             "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
+            "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
         }
         for name, (ok, rule) in rules.items():
             if not ok:
@@ -209,7 +212,7 @@ def validate(cfg: DictConfig) -> None:
     schema = OmegaConf.structured(RunSchema)
     for field in fields(RunSchema):
         value = OmegaConf.select(cfg, RunSchema.PATHS[field.name], default=None)
-        if value is None and field.name == "dropout":
+        if value is None and field.name == "dropout":  # nets without a dropout
             continue
         try:
             schema[field.name] = value

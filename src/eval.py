@@ -10,9 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.checkpoint import model_from_checkpoint
+from src.checkpoint import model_from_checkpoint, write_json_atomically
 from src.config import one_line_exit  # importing src.config registers the resolvers conf/ uses
-from src.train import write_json_atomically
 
 log = logging.getLogger(__name__)
 

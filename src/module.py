@@ -45,8 +45,6 @@ class MNISTClassifier(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["net"])
         self.net = net
         self.num_params = count_parameters(net)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise UserError(f"model.label_smoothing={label_smoothing} is outside [0, 1)")
         if self.num_params >= max_params:
             raise UserError(
                 f"{type(net).__name__} has {self.num_params:,} parameters, at or over model.max_params={max_params:,}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import sys
@@ -21,8 +20,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import UserError, start_job_clock
 from src.callbacks import EpochLog
-from src.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
-from src.config import FAILED_MARK, UNFINISHED_MARK, check_group_choices, one_line_exit, user_error_in, validate
+from src.checkpoint import (
+    AtomicCheckpointIO,
+    RunConfigInCheckpoint,
+    check_fits,
+    load_checkpoint,
+    write_json_atomically,
+)
+from src.config import (
+    FAILED_MARK,
+    UNFINISHED_MARK,
+    check_group_choices,
+    holds_only_hydra_files,
+    one_line_exit,
+    user_error_in,
+    validate,
+)
 from src.module import Diverged
 
 log = logging.getLogger(__name__)
@@ -132,20 +145,10 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def device_name(device: torch.device, processes: int = 1) -> str:
+def device_name(device: torch.device, processes: int) -> str:
     """For the results tables: which machine the minutes per run were measured on."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     return name if processes == 1 else f"{processes} × {name}"
-
-
-def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
-
-
-def holds_only_hydra_files(output_dir: Path) -> bool:
-    return all(path.name in (".hydra", "train.log") for path in output_dir.iterdir())
 
 
 def run_task(cfg: DictConfig, output_dir: Path) -> float:
@@ -163,8 +166,8 @@ def run_task(cfg: DictConfig, output_dir: Path) -> float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """A single run stops with one `error:` line for a UserError. In a multirun a failed job writes FAILED into its
-    dir and returns NaN (an Optuna trial raises instead), so the other jobs still run; the sweep's end report lists
-    the failures."""
+    dir and returns NaN (or, with `raise_failed_jobs`, raises), so the other jobs still run; the sweep's end report
+    lists the failures."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # Lightning's DDP launcher restarts this script per extra device with hydra.run.dir set to this run's dir.
@@ -187,8 +190,8 @@ def main(cfg: DictConfig) -> float:
             message = f"error: {cause}" if cause else f"{type(error).__name__}: {error}"
             log.error(message, exc_info=cause is None)
             (output_dir / FAILED_MARK).write_text(message + "\n")
-            if "optuna" in HydraConfig.get().sweeper._target_.lower():
-                raise  # the Optuna sweeper records the trial as failed and goes on (max_failure_rate)
+            if cfg.raise_failed_jobs:
+                raise
             return float("nan")
         raise one_line_exit(error, None if ddp_child else output_dir) from None
 

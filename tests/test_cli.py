@@ -120,6 +120,11 @@ BAD_VALUES = [
     ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
     ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
     ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
+    ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
+    (
+        "optimized_metric=test_loss",
+        "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc (test_acc needs test=true)",
+    ),
 ]
 
 
