@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import matplotlib
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+from pytorch_lightning.callbacks import WeightAveraging  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
@@ -68,6 +70,25 @@ class EpochLog(pl.Callback):
             row["epoch"], trainer.max_epochs, _shown(row["train_loss"], "{:.4f}"), _shown(row["train_acc"], "{:.2f}%"),
             _shown(row["val_loss"], "{:.4f}"), _shown(row["val_acc"], "{:.2f}%"), row["lr"], row["seconds"],
         )  # fmt: skip
+
+
+@torch.no_grad()
+def warmup_ema_update(
+    decay: float, average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor
+) -> torch.Tensor:
+    step_decay = torch.clamp((1 + updates) / (10 + updates), max=decay)
+    return step_decay * average + (1 - step_decay) * current
+
+
+class WarmupEMA(WeightAveraging):
+    """An exponential moving average of the weights and BatchNorm statistics, used for validation, test and the saved
+    model. After n updates its decay is (1 + n) / (10 + n), capped at `decay`: with a fixed 0.999 from the first step,
+    the average still held ~45 % of the untrained first-step weights after an epoch, and validation accuracy sat near
+    10 % for the first epochs. Once the cap is reached (n = 8,991 for 0.999) it is the plain EMA."""
+
+    def __init__(self, decay: float = 0.999) -> None:
+        super().__init__(avg_fn=partial(warmup_ema_update, decay))
+        self.decay = decay
 
 
 def _shown(value: float | None, template: str) -> str:

@@ -182,6 +182,7 @@ class RunSchema:
     seed: int
     dropout: float = 0.0
     label_smoothing: float = 0.0
+    ema_decay: float = 0.999
 
     PATHS: ClassVar[dict[str, str]] = {
         "lr": "optimizer.lr",
@@ -191,7 +192,9 @@ class RunSchema:
         "seed": "seed",
         "dropout": "model.net.dropout",
         "label_smoothing": "model.label_smoothing",
+        "ema_decay": "callbacks.ema.decay",
     }
+    OPTIONAL: ClassVar[set[str]] = {"dropout", "ema_decay"}  # nets without a dropout, recipes without an EMA
 
     def __post_init__(self) -> None:
         rules = {
@@ -201,6 +204,7 @@ class RunSchema:
             "eval_batch_size": (self.eval_batch_size >= 1, "must be >= 1"),
             "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
+            "ema_decay": (0.0 < self.ema_decay < 1.0, "must be in (0, 1)"),
         }
         for name, (ok, rule) in rules.items():
             if not ok:
@@ -212,7 +216,7 @@ def validate(cfg: DictConfig) -> None:
     schema = OmegaConf.structured(RunSchema)
     for field in fields(RunSchema):
         value = OmegaConf.select(cfg, RunSchema.PATHS[field.name], default=None)
-        if value is None and field.name == "dropout":  # nets without a dropout
+        if value is None and field.name in RunSchema.OPTIONAL:
             continue
         try:
             schema[field.name] = value

@@ -121,6 +121,7 @@ BAD_VALUES = [
     ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
     ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
     ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
+    ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
     (
         "optimized_metric=test_loss",
         "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc (test_acc needs test=true)",
@@ -131,7 +132,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("override", "message"), BAD_VALUES)
 def test_schema_names_each_bad_value_and_what_is_valid(override: str, message: str) -> None:
     with pytest.raises(UserError) as raised:
-        validate(compose_train(override))
+        validate(compose_train(*override.split()))
     assert str(raised.value) == message
 
 

@@ -38,7 +38,7 @@ def test_own_recipes_stay_inside_their_budgets(recipe: str) -> None:
     model = instantiate(cfg.model)
     assert model.num_params == params < budget
     assert cfg.recipe == recipe and cfg.trainer.max_epochs <= max_epochs
-    assert instantiate(cfg.callbacks.ema).__class__.__name__ == "EMAWeightAveraging"
+    assert instantiate(cfg.callbacks.ema).__class__.__name__ == "WarmupEMA"
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))

@@ -1,0 +1,32 @@
+from functools import partial
+
+import pytest
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+from src.callbacks import warmup_ema_update
+
+
+def averaged_after(avg_fn, updates: int) -> float:
+    """A one-weight model that is 0 at the first update and 1 at every later one (a net that moved away from its
+    initial weights): the averaged weight after `updates` updates."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = AveragedModel(model, avg_fn=avg_fn)
+    for update in range(updates):
+        model.weight.data.fill_(0.0 if update == 0 else 1.0)
+        average.update_parameters(model)
+    return average.module.weight.item()
+
+
+def test_warm_up_leaves_the_first_weights_behind_where_a_fixed_decay_keeps_them() -> None:
+    warm = averaged_after(partial(warmup_ema_update, 0.999), 469)  # one epoch of `tiny` at batch 128
+    fixed = averaged_after(get_ema_avg_fn(0.999), 469)
+    assert warm > 0.97
+    assert fixed == pytest.approx(1 - 0.999**468, abs=1e-4) and fixed < 0.4
+
+
+@pytest.mark.parametrize(("updates", "decay"), [(1, 2 / 11), (10, 11 / 20), (8_991, 0.999), (20_000, 0.999)])
+def test_decay_grows_as_one_plus_n_over_ten_plus_n_up_to_the_cap(updates: int, decay: float) -> None:
+    average, current = torch.tensor([0.0]), torch.tensor([1.0])
+    updated = warmup_ema_update(0.999, average, current, torch.tensor(updates))
+    assert updated.item() == pytest.approx(1 - decay, rel=1e-4)  # float32
