@@ -225,5 +225,7 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{RunSchema.PATHS[field.name]}={value!r} is not a valid {kind}") from None
     OmegaConf.to_object(schema)
     metric, objectives = cfg.get("optimized_metric"), ("test_acc", "val_acc", "best_val_acc")
-    if metric not in objectives or (metric == "test_acc" and not cfg.get("test", True)):
-        raise UserError(f"optimized_metric={metric!r} is not one of {', '.join(objectives)} (test_acc needs test=true)")
+    if metric not in objectives:
+        raise UserError(f"optimized_metric={metric!r} is not one of {', '.join(objectives)}")
+    if metric == "test_acc" and not cfg.get("test", True):
+        raise UserError("optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc")

@@ -136,9 +136,10 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         logger.log_hyperparams({**hparams, "params": model.num_params, "epochs": summary["epochs"]}, metrics)
         logger.finalize("success")
     if cfg.test:
+        weights = "EMA weights" if cfg.callbacks.get("ema") else "final-epoch weights"
         log.info(
-            "test acc %.2f%% (final-epoch weights), test loss %.4f; summary: %s",
-            summary["test_acc"], summary["test_loss"], output_dir / "summary.json",
+            "test acc %.2f%% (%s), test loss %.4f; summary: %s",
+            summary["test_acc"], weights, summary["test_loss"], output_dir / "summary.json",
         )  # fmt: skip
     else:
         log.info("final val acc %.2f%% (test=false); summary: %s", summary["val_acc"], output_dir / "summary.json")

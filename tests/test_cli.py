@@ -122,10 +122,8 @@ BAD_VALUES = [
     ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
     ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
     ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
-    (
-        "optimized_metric=test_loss",
-        "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc (test_acc needs test=true)",
-    ),
+    ("optimized_metric=test_loss", "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc"),
+    ("test=false", "optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc"),
 ]
 
 
