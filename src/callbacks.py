@@ -88,7 +88,6 @@ class WarmupEMA(WeightAveraging):
 
     def __init__(self, decay: float = 0.999) -> None:
         super().__init__(avg_fn=partial(warmup_ema_update, decay))
-        self.decay = decay
 
 
 def _shown(value: float | None, template: str) -> str:
