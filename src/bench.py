@@ -45,8 +45,8 @@ def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
     from torchvision import datasets, transforms
     from tqdm import tqdm
 
-    from src.data import MNIST_MEAN, MNIST_STD
-    from src.nets import DropoutGapNet
+    from src.mnist.data import MNIST_MEAN, MNIST_STD
+    from src.mnist.nets import DropoutGapNet
 
     torch.manual_seed(1)
     root = os.environ.get("DATA_DIR", "data")
@@ -85,8 +85,8 @@ def bare_step_rates(steps: int, batch_size: int) -> dict[str, float]:
     import torch
     from torch.nn import functional as F
 
-    from src.data import BatchAugment
-    from src.nets import DropoutGapNet
+    from src.mnist.augment import BatchAugment
+    from src.mnist.nets import DropoutGapNet
 
     torch.manual_seed(0)
     images, labels = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))

@@ -10,8 +10,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.checkpoint import model_from_checkpoint, write_json_atomically
-from src.config import one_line_exit  # importing src.config registers the resolvers conf/ uses
+from src.core.checkpoint import model_from_checkpoint
+from src.core.errors import one_line_exit
+from src.core.files import write_json_atomically
+from src.core.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     log.info("%s (recipe %s, epoch %d): test acc %.2f%%, test loss %.4f; summary: %s", ckpt_path, summary["recipe"],
              summary["epoch"], summary["test_acc"], summary["test_loss"], output_dir / "summary.json")  # fmt: skip
     return summary
+
+
+register_resolvers()  # before @hydra.main composes the config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

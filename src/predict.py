@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from src import UserError
-from src.checkpoint import model_from_checkpoint
-from src.config import one_line_exit
-from src.data import MNIST_MEAN, MNIST_STD
+from src.core.checkpoint import model_from_checkpoint
+from src.core.errors import UserError, one_line_exit
+from src.core.resolvers import register_resolvers
+from src.mnist.data import MNIST_MEAN, MNIST_STD
 
 SIDE, DIGIT_BOX = 28, 20
 
@@ -87,6 +87,9 @@ def predict(ckpt_path: Path, target: Path) -> list[tuple[Path, int | None, float
         digit = int(probabilities.argmax())
         rows.append((path, digit, float(probabilities[digit]), ""))
     return rows
+
+
+register_resolvers()  # before @hydra.main composes the config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

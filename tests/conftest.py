@@ -13,7 +13,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from src.data import missing_raw_files
+from src.core.resolvers import register_resolvers
+from src.mnist.data import missing_raw_files
+
+register_resolvers()  # what the entry points do before Hydra composes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN, TINY_TEST = 320, 160

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from src.aggregate import aggregate, main
+from src.aggregate import main
+from src.mnist.report import aggregate
 
 
 def write_summary(folder: Path, recipe: str, seed: int, test_acc: float, first: int | None) -> None:

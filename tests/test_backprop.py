@@ -12,9 +12,9 @@ import torch
 from openpyxl import load_workbook
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src import UserError
-from src.backprop import COLUMNS, GRADIENTS, WEIGHTS, forward_backward, read_csv, sigmoid, train, write_csv
-from src.workbook import FIRST_ROW, write_workbook
+from src.backprop.network import COLUMNS, GRADIENTS, WEIGHTS, forward_backward, read_csv, sigmoid, train, write_csv
+from src.backprop.workbook import FIRST_ROW, write_workbook
+from src.core.errors import UserError
 from tests.conftest import run_cli
 
 DEFAULTS = {
@@ -162,7 +162,7 @@ def test_report_rebuilds_on_demand(tmp_path: Path, tiny_mnist: Path) -> None:
     result = run_cli("task=backprop", "-m", "task.lr=0.5,1.0", f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist)
     assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / "summary.md").unlink()
-    rebuilt = run_cli(str(tmp_path), module="src.backprop_runs", data_dir=tiny_mnist)
+    rebuilt = run_cli(str(tmp_path), module="src.backprop.runs", data_dir=tiny_mnist)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (tmp_path / "summary.md").is_file()
 

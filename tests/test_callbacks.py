@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-from src.callbacks import warmup_ema_update
+from src.mnist.callbacks import warmup_ema_update
 
 
 def averaged_after(avg_fn, updates: int) -> float:

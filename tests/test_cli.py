@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src import UserError
-from src.config import validate
-from src.data import MNISTDataModule
+from src.core.errors import UserError
+from src.mnist.data import MNISTDataModule
+from src.mnist.schema import validate
 from tests.conftest import TINY_RUN, assert_one_line_error, compose_train, run_cli
 
 SUMMARY_KEYS = {

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from src.config import user_error_in
-from src.module import MNISTClassifier
+from src.core.errors import user_error_in
+from src.mnist.module import MNISTClassifier
 from tests.conftest import REPO, compose_train, run_cli
 
 RECIPES = {
@@ -79,4 +79,4 @@ def test_cfg_job_prints_the_composed_config(tiny_mnist: Path) -> None:
     result = run_cli("model=dropout_steplr", "--cfg", "job", data_dir=tiny_mnist)
     assert result.returncode == 0, result.stderr
     assert "recipe: dropout_steplr" in result.stdout
-    assert "_target_: src.nets.DropoutGapNet" in result.stdout
+    assert "_target_: src.mnist.nets.DropoutGapNet" in result.stdout

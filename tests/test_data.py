@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import UserError
-from src.data import MNIST_MEAN, MNIST_STD, MNISTDataModule
+from src.core.errors import UserError
+from src.mnist.data import MNIST_MEAN, MNIST_STD, MNISTDataModule
 from tests.conftest import TINY_TEST, TINY_TRAIN, tiny_digits
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.checkpoint import model_from_checkpoint
-from src.data import MNIST_MEAN, MNIST_STD
+from src.core.checkpoint import model_from_checkpoint
+from src.mnist.data import MNIST_MEAN, MNIST_STD
 from src.predict import to_mnist
 from tests.conftest import TINY_RUN, TINY_TEST, assert_one_line_error, run_cli, tiny_digits
 

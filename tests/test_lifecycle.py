@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoint import AtomicCheckpointIO
+from src.core.checkpoint import AtomicCheckpointIO
 from tests.conftest import REPO, TINY_RUN, assert_one_line_error, run_cli
 
 DETERMINISTIC = (

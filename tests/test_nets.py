@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from src.nets import BatchNormGapNet, DropoutGapNet, SequentialAvgPoolNet, count_parameters
+from src.mnist.nets import BatchNormGapNet, DropoutGapNet, SequentialAvgPoolNet, count_parameters
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from src import UserError
-from src.data import BatchAugment, MNISTDataModule
+from src.core.errors import UserError
+from src.mnist.data import BatchAugment, MNISTDataModule
 from tests.conftest import TINY_TRAIN, compose_train
 
 SEED_AFFINE = list(instantiate(compose_train("augmentation=seed_affine").augmentation.transforms))

@@ -1,12 +1,14 @@
 """What a backprop run and a backprop sweep leave on disk: the CSV, TensorBoard, the workbook, the comparison.
 
-`python -m src.backprop_runs SWEEP_DIR` (re)builds the comparison for an existing sweep; Hydra's multirun builds
-it automatically when the sweep ends (`src.aggregate.SweepReport`).
+`python -m src.backprop.runs SWEEP_DIR` (re)builds the comparison for an existing sweep; Hydra's multirun builds
+it automatically when the sweep ends (`src.core.sweep.SweepReport` calls `report_sweep`, as conf/task/backprop.yaml
+names it).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
-from src import UserError  # noqa: E402
-from src.aggregate import save_table  # noqa: E402
-from src.backprop import WEIGHTS, read_csv, train, write_csv  # noqa: E402
-from src.workbook import write_workbook  # noqa: E402
+from src.backprop.network import WEIGHTS, read_csv, train, write_csv  # noqa: E402
+from src.backprop.workbook import write_workbook  # noqa: E402
+from src.core.errors import UserError  # noqa: E402
+from src.core.tables import save_table  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 CONVERGED = 1e-3
 REPORT_ITERATIONS = (0, 10, 50)
@@ -36,6 +40,14 @@ def run_task(task: DictConfig, output_dir: Path) -> dict[str, float]:
             writer.add_scalar("backprop/E_total", row["E_total"], int(row["iteration"]))
     write_workbook(output_dir / "backprop.xlsx", [workbook_run(rows, task.inputs, task.targets)])
     return rows[-1]
+
+
+def run(cfg: DictConfig, output_dir: Path) -> float:
+    """The task's runner (conf/task/backprop.yaml): one learning rate; returns the final E_total for sweepers."""
+    last = run_task(cfg.task, output_dir)
+    log.info("E_total %.6g after %d iterations at lr %g; outputs in %s",
+             last["E_total"], last["iteration"] + 1, last["lr"], output_dir)  # fmt: skip
+    return last["E_total"]
 
 
 def workbook_run(rows: list[dict[str, float]], inputs: Any, targets: Any) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from src import UserError
-from src.nets import count_parameters
+from src.core.errors import UserError
+from src.mnist.nets import count_parameters
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 

@@ -13,7 +13,7 @@ from openpyxl.chart import LineChart, Reference, Series
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from src.backprop import COLUMNS, WEIGHTS
+from src.backprop.network import COLUMNS, WEIGHTS
 
 PARAMETER_CELLS = {"i1": "$B$3", "i2": "$B$4", "t1": "$B$5", "t2": "$B$6", "lr": "$B$7"}
 HEADER_ROW = 9
@@ -25,7 +25,7 @@ def _col(name: str) -> str:
 
 
 def _sigmoid(cell: str) -> str:
-    """The same overflow-free form as `src.backprop.sigmoid`, so both give identical numbers."""
+    """The same overflow-free form as `src.backprop.network.sigmoid`, so both give identical numbers."""
     return f"IF({cell}>=0,1/(1+EXP(-{cell})),EXP({cell})/(1+EXP({cell})))"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src import UserError
+from src.core.errors import UserError
 
 WEIGHTS = tuple(f"w{k}" for k in range(1, 9))
 ACTIVATIONS = ("h1", "a_h1", "h2", "a_h2", "o1", "a_o1", "o2", "a_o2", "E1", "E2", "E_total")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +11,8 @@ from hydra.utils import instantiate
 from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from src import UserError
-from src.module import MNISTClassifier
-
-
-@contextmanager
-def replaced_atomically(target: Path) -> Iterator[Path]:
-    """A temporary path beside `target` to write to; renamed onto `target` only once the write finished, so a crash
-    or kill mid-write leaves the previous file whole."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        yield partial
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    with replaced_atomically(path) as partial:
-        partial.write_text(json.dumps(record, indent=2) + "\n")
+from src.core.errors import UserError
+from src.core.files import replaced_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -76,7 +55,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_fits(model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path) -> None:
+def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
     """Loads the checkpoint's weights, or says in one line which net it holds (not a size-mismatch traceback)."""
     shapes = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
     if shapes == {name: tuple(value.shape) for name, value in model.state_dict().items()}:
@@ -91,7 +70,7 @@ def check_fits(model: MNISTClassifier, checkpoint: dict[str, Any], path: str | P
     raise UserError(f"ckpt_path={path} does not fit this run's {type(model.net).__name__}: it {holds}")
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[MNISTClassifier, dict[str, Any]]:
+def model_from_checkpoint(path: str | Path) -> tuple[pl.LightningModule, dict[str, Any]]:
     """The trained model (eval mode) and the checkpoint it came from."""
     checkpoint = load_checkpoint(path)
     run_config = checkpoint.get("run_config")

@@ -1,0 +1,1 @@
+"""The backprop-by-hand task: the numpy network, its runs and sweep report, the live Excel workbook."""

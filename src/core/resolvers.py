@@ -1,0 +1,24 @@
+"""The OmegaConf resolvers `conf/` uses. Each entry point registers them before Hydra composes its config."""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+from src.core.hardware import native_precision
+from src.core.rundirs import config_subdir, optuna_storage, run_dir
+
+RESOLVERS = {
+    "native_precision": native_precision,
+    "run_dir": run_dir,
+    "config_subdir": config_subdir,
+    "optuna_storage": optuna_storage,
+    "pid": os.getpid,
+}
+
+
+def register_resolvers() -> None:
+    """Idempotent: entry points, tests and launcher processes (which unpickle a job in a fresh interpreter) call it."""
+    for name, resolver in RESOLVERS.items():
+        OmegaConf.register_new_resolver(name, resolver, replace=True)

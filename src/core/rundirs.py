@@ -1,0 +1,69 @@
+"""Where a run writes: a new dir per run, the unfinished run `resume=true` continues, and the rule that nothing a
+run wrote is ever overwritten."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+UNFINISHED_MARK = "checkpoints/last.ckpt"
+FAILED_MARK = "FAILED"  # written into a multirun job dir whose job failed
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "summary.json").is_file()
+
+
+def latest_unfinished_run(runs_root: Path, run_name: str) -> Path | None:
+    """The newest `<stamp>_<run_name>` dir with a last checkpoint and no summary.json: what `resume=true` continues."""
+    candidates = [
+        path for path in runs_root.glob(f"*_{run_name}") if (path / UNFINISHED_MARK).is_file() and not is_finished(path)
+    ]
+    return max(candidates, key=lambda path: path.name, default=None)
+
+
+def run_dir(resume: bool, ckpt_path: str | None, runs_root: str, stamp: str, run_name: str) -> str:
+    """hydra.run.dir. A new run gets `<stamp>_<run_name>` (conf/ puts the pid in the stamp: runs started in the
+    same microsecond stay apart); `resume=true` continues the newest unfinished run of the same name; `ckpt_path`
+    inside an unfinished run's `checkpoints/` continues that run. Anything else (a finished run, a checkpoint
+    from elsewhere) starts a new dir, so nothing a run wrote is ever overwritten."""
+    if ckpt_path:
+        owner = Path(ckpt_path).expanduser().resolve().parent
+        if owner.name == "checkpoints" and (owner.parent / ".hydra").is_dir() and not is_finished(owner.parent):
+            return str(owner.parent)
+    elif resume:
+        unfinished = latest_unfinished_run(Path(runs_root), run_name)
+        if unfinished is not None:
+            return str(unfinished)
+    check_writable(Path(runs_root))
+    return str(Path(runs_root) / f"{stamp}_{run_name}")
+
+
+def check_writable(folder: Path) -> None:
+    """Hydra creates the run dir before any of our code runs, and fails with a traceback; say it in one line.
+
+    SystemExit, not UserError: raised inside a resolver, only a BaseException reaches the user unwrapped."""
+    existing = next(path for path in (folder.absolute(), *folder.absolute().parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file" if not existing.is_dir() else "is not writable"
+        raise SystemExit(f"error: cannot write the run's output dir under {folder}: {existing} {why}")
+
+
+def config_subdir(output_dir: str, stamp: str) -> str:
+    """hydra.output_subdir: `.hydra`, or `.hydra/<stamp>` when the dir already holds one (a resumed run), so the
+    first run's config and overrides are kept."""
+    return f".hydra/{stamp}" if (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
+
+
+def optuna_storage(sweep_dir: str) -> str:
+    """The Optuna study's SQLite file, in the sweep dir; made here because Hydra creates that dir only after the
+    sweeper has opened its storage."""
+    folder = Path(sweep_dir).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def holds_only_hydra_files(output_dir: Path) -> bool:
+    """Nothing but Hydra's config and the console logs (`train.log`, a DDP process's `train_ddp_process_N.log`)."""
+    return all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir())

@@ -1,0 +1,41 @@
+"""What a multirun leaves when it ends: the task's comparison (named by the task's config), the best trial of a
+search, and the jobs that failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.core.rundirs import FAILED_MARK
+
+
+def failed_jobs(sweep_dir: Path) -> dict[str, str]:
+    """Job dir name → its one-line error, for the jobs of a sweep that failed."""
+    marks = sorted(sweep_dir.rglob(FAILED_MARK))  # job dirs, or a search's session/job dirs
+    return {str(mark.parent.relative_to(sweep_dir)): mark.read_text().strip() for mark in marks}
+
+
+class SweepReport(Callback):
+    """At the end of a multirun, writes the sweep's comparison into its dir through `task.sweep_report` (MNIST: the
+    seed table; backprop: loss curves, summary and workbook). Failed jobs are left out of the comparison and listed
+    last, and the sweep exits non-zero."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = failed_jobs(sweep_dir)
+        jobs = sum(1 for path in sweep_dir.rglob(".hydra") if path.is_dir())
+        written = instantiate(config.task.sweep_report)(sweep_dir) if len(failed) < jobs else []
+        if written:
+            print("sweep report:", *written, sep="\n  ")
+        search = sweep_dir / "optimization_results.yaml"  # written by the Optuna sweeper
+        if search.is_file():
+            result = OmegaConf.load(search)
+            overrides = " ".join(f"{name}={value}" for name, value in result.best_params.items())
+            print(f"best trial of the study: {config.optimized_metric} {result.best_value:.2f} with\n  {overrides}")
+        if failed:
+            listed = ", ".join(f"{name} ({message})" for name, message in failed.items())
+            raise SystemExit(f"error: {len(failed)} of {jobs} jobs failed: {listed}")

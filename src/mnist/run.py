@@ -1,0 +1,142 @@
+"""One MNIST run: build data, model and trainer from the config, train, test the final weights, write summary.json."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src import start_job_clock
+from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
+from src.core.errors import UserError
+from src.core.files import write_json_atomically
+from src.core.hardware import device_description
+from src.core.rundirs import UNFINISHED_MARK
+from src.mnist.callbacks import EpochLog
+from src.mnist.module import Diverged
+from src.mnist.schema import validate
+
+log = logging.getLogger(__name__)
+
+TARGET_ACC = 99.4
+
+
+def build_summary(
+    cfg: DictConfig, params: int, rows: list[dict[str, Any]], test: dict[str, float], seconds: dict[str, float]
+) -> dict[str, Any]:
+    """The run's record: final-epoch test figures plus the per-epoch curve (accuracies in %)."""
+    evaluated = [row for row in rows if row["val_acc"] is not None]
+    best = max(evaluated, key=lambda row: row["val_acc"]) if evaluated else None
+    first = next((row for row in evaluated if row["val_acc"] >= TARGET_ACC), None)
+    return {
+        "recipe": cfg.recipe,
+        "params": params,
+        "seed": cfg.seed,
+        "epochs": len(rows),
+        "test_acc": round(100.0 * test["test/acc"], 4) if test else None,
+        "test_loss": test["test/loss"] if test else None,
+        "val_acc": rows[-1]["val_acc"] if rows else None,
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "first_epoch_at_or_above_99_4": first["epoch"] if first else None,
+        "seconds_to_99_4": first["since_start"] if first else None,
+        "train_seconds": round(seconds["train"], 2),
+        "test_seconds": round(seconds["test"], 2),
+        "per_epoch": rows,
+    }
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint."""
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path).expanduser()
+    if not cfg.resume:
+        return None
+    last = output_dir / UNFINISHED_MARK
+    if not last.is_file():
+        raise UserError(
+            f"resume=true found no unfinished {cfg.run_name} run under {cfg.runs_dir} (a run dir with {UNFINISHED_MARK}"
+            " and no summary.json); pass ckpt_path=... or start a new run without resume=true"
+        )
+    return last
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model without the run dir: the resolved model node, recipe, seed."""
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": OmegaConf.to_container(cfg.model, resolve=True)}
+
+
+def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    job_start = start_job_clock()  # before data loading: the `fast` goal counts it
+    validate(cfg)
+    checkpoint_path = resume_checkpoint(cfg, output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
+    model = instantiate(cfg.model)
+    log.info("recipe %s: %s has %s parameters", cfg.recipe, type(model.net).__name__, f"{model.num_params:,}")
+    if checkpoint_path is not None:
+        check_fits(copy.deepcopy(model), load_checkpoint(checkpoint_path), checkpoint_path)
+        log.info("continuing from %s", checkpoint_path)
+
+    epoch_log = EpochLog(job_start)
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
+    callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg))]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    datamodule.check_split(trainer.world_size)
+
+    start = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=False)  # our own files
+    except Diverged as error:
+        last_good = output_dir / UNFINISHED_MARK
+        kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
+        raise UserError(f"training diverged: {error}; {kept}") from None
+    seconds = {"train": time.perf_counter() - start}
+    if trainer.interrupted:
+        raise UserError(f"training was interrupted after {len(epoch_log.rows)} epochs; no test, no summary.json")
+    start = time.perf_counter()
+    test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if cfg.test else {}
+    seconds["test"] = time.perf_counter() - start
+
+    summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
+    summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
+    summary["device"] = device_name(trainer)
+    if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
+        return summary
+    write_json_atomically(output_dir / "summary.json", summary)
+    if logger:
+        choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
+        hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
+        metrics = {"hparams/test_acc": summary["test_acc"], "hparams/best_val_acc": summary["best_val_acc"] or 0.0}
+        logger.log_hyperparams({**hparams, "params": model.num_params, "epochs": summary["epochs"]}, metrics)
+        logger.finalize("success")
+    if cfg.test:
+        weights = "EMA weights" if cfg.callbacks.get("ema") else "final-epoch weights"
+        log.info(
+            "test acc %.2f%% (%s), test loss %.4f; summary: %s",
+            summary["test_acc"], weights, summary["test_loss"], output_dir / "summary.json",
+        )  # fmt: skip
+    else:
+        log.info("final val acc %.2f%% (test=false); summary: %s", summary["val_acc"], output_dir / "summary.json")
+    return summary
+
+
+def device_name(trainer: pl.Trainer) -> str:
+    """For the results tables: which machine the minutes per run were measured on."""
+    name = device_description(trainer.strategy.root_device)
+    return name if trainer.world_size == 1 else f"{trainer.world_size} × {name}"
+
+
+def run(cfg: DictConfig, output_dir: Path) -> float:
+    """The task's runner (conf/task/mnist.yaml): trains, and returns `optimized_metric` for sweepers."""
+    return train(cfg, output_dir)[cfg.optimized_metric]

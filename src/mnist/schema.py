@@ -1,0 +1,81 @@
+"""The values every MNIST run must get right, checked before data, model or trainer are built, so that a mistyped
+value is one line instead of a traceback from deep inside torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
+
+from src.core.errors import UserError
+
+
+@dataclass
+class RunSchema:
+    """The values every MNIST run must get right, checked before data, model or trainer are built.
+
+    Each field names its config path; OmegaConf checks the type, `__post_init__` the range."""
+
+    lr: float
+    max_epochs: int
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.999
+
+    PATHS: ClassVar[dict[str, str]] = {
+        "lr": "optimizer.lr",
+        "max_epochs": "trainer.max_epochs",
+        "batch_size": "data.batch_size",
+        "eval_batch_size": "data.eval_batch_size",
+        "seed": "seed",
+        "dropout": "model.net.dropout",
+        "label_smoothing": "model.label_smoothing",
+        "ema_decay": "callbacks.ema.decay",
+    }
+    OPTIONAL: ClassVar[set[str]] = {"dropout", "ema_decay"}  # nets without a dropout, recipes without an EMA
+
+    def __post_init__(self) -> None:
+        rules = {
+            "lr": (self.lr > 0, "must be > 0"),
+            "max_epochs": (self.max_epochs >= 1, "must be >= 1"),
+            "batch_size": (self.batch_size >= 1, "must be >= 1"),
+            "eval_batch_size": (self.eval_batch_size >= 1, "must be >= 1"),
+            "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
+            "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
+            "ema_decay": (0.0 < self.ema_decay < 1.0, "must be in (0, 1)"),
+        }
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise UserError(f"{self.PATHS[name]}={getattr(self, name)} {rule}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raises UserError for the first value of `RunSchema` with the wrong type or outside its range."""
+    schema = OmegaConf.structured(RunSchema)
+    for field in fields(RunSchema):
+        value = OmegaConf.select(cfg, RunSchema.PATHS[field.name], default=None)
+        if value is None and field.name in RunSchema.OPTIONAL:
+            continue
+        try:
+            schema[field.name] = value
+        except ValidationError:
+            kind = field.type if isinstance(field.type, str) else field.type.__name__
+            raise UserError(f"{RunSchema.PATHS[field.name]}={value!r} is not a valid {kind}") from None
+    OmegaConf.to_object(schema)
+    metric, objectives = cfg.get("optimized_metric"), ("test_acc", "val_acc", "best_val_acc")
+    if metric not in objectives:
+        raise UserError(f"optimized_metric={metric!r} is not one of {', '.join(objectives)}")
+    if metric == "test_acc" and not cfg.get("test", True):
+        raise UserError("optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc")
+
+
+def suggest_dropout(cfg: DictConfig, trial: Any) -> None:
+    """The Optuna search's dropout range (hparams_search=optuna), only for nets that have a dropout: `baseline`'s and
+    `augmented`'s have none, and a trial that set one would fail."""
+    if "dropout" in cfg.model.net:
+        trial.suggest_float("model.net.dropout", 0.0, 0.15)
