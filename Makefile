@@ -1,7 +1,10 @@
 # `make train` and `make test` are all a fresh clone needs; both install into .venv first (once).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# make install puts requirements.lock's exact versions into .venv; LOCK=none (on any target: make test LOCK=none)
+# installs the newest versions pyproject.toml allows instead; make lock rewrites requirements.lock with those.
+LOCK ?= requirements.lock
+STAMP := $(VENV)/.installed-$(if $(filter none,$(LOCK)),newest,lock)
 ARGS ?=
 RECIPES ?= baseline augmented dropout_steplr sequential_avgpool
 SEEDS ?= 3
@@ -12,18 +15,39 @@ space := $(empty) $(empty)
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install train reproduce backprop bench test lint tensorboard clean
+.PHONY: help install lock train reproduce backprop bench test lint tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools (skipped when up to date)
+install: $(STAMP)  ## create .venv with requirements.lock's versions and the dev tools (LOCK=none: newest allowed)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(filter-out none,$(LOCK))
 	test -x $(PYTHON) || python3 -m venv $(VENV)
+	rm -f $(VENV)/.installed*
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev,sweep]'
+ifeq ($(LOCK),none)
+	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep]'
+else
+	$(PYTHON) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep]'
+endif
+	$(PYTHON) -m pip check
 	touch $(STAMP)
+
+lock:  ## rewrite requirements.lock: the newest versions pyproject.toml allows, resolved in a fresh temporary venv
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	python3 -m venv "$$tmp/venv"; py="$$tmp/venv/bin/python"; \
+	$$py -m pip install --quiet --upgrade pip; \
+	$$py -m pip install --quiet -e '.[dev,sweep]'; \
+	cons=$$($$py -m pip config list | sed -n "s/^[^:]*constraint='\(.*\)'$$/\1/p"); \
+	{ echo "# The exact versions make install installs. Written by make lock: pip resolved pyproject.toml's"; \
+	  echo "# [dev,sweep] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
+	  echo "# on $$($$py -c 'import platform as p; print("Python", p.python_version(), p.system(), p.machine())')."; \
+	  echo "# pip's constraints: $${cons:-none}$${cons:+ ($$(cat $$cons | grep -v '^#' | paste -sd' ' -))}"; \
+	  echo "# Newest allowed instead of these: make install LOCK=none. Regenerate: make lock."; \
+	  $$py -m pip freeze --all --exclude-editable | grep -v '^pip=='; } > "$$tmp/requirements.lock"; \
+	mv "$$tmp/requirements.lock" requirements.lock
 
 train: install  ## train the default recipe (dropout_steplr); pass overrides as ARGS="model=baseline seed=2"
 	$(PYTHON) -m src.train $(ARGS)
