@@ -1,4 +1,5 @@
-"""`python -m src.eval ckpt_path=...`: test loss and accuracy of a checkpoint, written to the eval's summary.json."""
+"""`python -m src.eval ckpt_path=...`: test loss and accuracy of a checkpoint, written to the eval's `eval.json`
+(its own name, so that tables of training runs never mistake an eval for one)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 from src.core.checkpoint import model_from_checkpoint
 from src.core.errors import one_line_exit
 from src.core.files import write_json_atomically
+from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
         "epoch": checkpoint["epoch"] + 1,
         "test_acc": round(100.0 * test["test/acc"], 4),
         "test_loss": test["test/loss"],
+        **provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size),
     }
-    write_json_atomically(output_dir / "summary.json", summary)
-    log.info("%s (recipe %s, epoch %d): test acc %.2f%%, test loss %.4f; summary: %s", ckpt_path, summary["recipe"],
-             summary["epoch"], summary["test_acc"], summary["test_loss"], output_dir / "summary.json")  # fmt: skip
+    write_json_atomically(output_dir / "eval.json", summary)
+    log.info("%s (recipe %s, epoch %d): test acc %.2f%%, test loss %.4f; written to %s", ckpt_path, summary["recipe"],
+             summary["epoch"], summary["test_acc"], summary["test_loss"], output_dir / "eval.json")  # fmt: skip
     return summary
 
 

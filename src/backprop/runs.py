@@ -17,17 +17,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from src.backprop.network import WEIGHTS, read_csv, train, write_csv  # noqa: E402
 from src.backprop.workbook import write_workbook  # noqa: E402
 from src.core.errors import UserError  # noqa: E402
+from src.core.files import write_json_atomically  # noqa: E402
+from src.core.provenance import provenance  # noqa: E402
 from src.core.tables import save_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 CONVERGED = 1e-3
+NUMPY_PRECISION = "64-true (numpy float64)"
 REPORT_ITERATIONS = (0, 10, 50)
 
 
@@ -39,6 +43,9 @@ def run_task(task: DictConfig, output_dir: Path) -> dict[str, float]:
         for row in rows:
             writer.add_scalar("backprop/E_total", row["E_total"], int(row["iteration"]))
     write_workbook(output_dir / "backprop.xlsx", [workbook_run(rows, task.inputs, task.targets)])
+    final = {key: rows[-1][key] for key in ("iteration", "lr", "E_total")}
+    summary = {"task": "backprop", **final, "iterations": len(rows), **provenance(NUMPY_PRECISION, torch.device("cpu"))}
+    write_json_atomically(output_dir / "summary.json", summary)
     return rows[-1]
 
 

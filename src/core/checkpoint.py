@@ -1,22 +1,95 @@
-"""Checkpoints that survive crashes and carry what is needed to rebuild their model anywhere (eval, predict)."""
+"""Checkpoints that survive crashes, carry what is needed to rebuild their model anywhere (eval, predict), and can
+be handed around safely: they are read with `torch.load(weights_only=True)` only, so a file cannot run code, and a
+`_target_` they name must be one of this project's own nets, module, optimisers or schedules.
+
+`python -m src.core.checkpoint OLD.ckpt NEW.ckpt` converts a checkpoint written before that rule (it held
+`functools.partial` hyperparameters and a numpy RNG state): it reads only the few globals such a file needs
+(an allowlist, still no arbitrary code) and writes the same weights, states and config in today's form.
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
+import pickle
+import random
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra._internal import target_policy
 from hydra.utils import instantiate
 from lightning_fabric.utilities.types import _PATH
+from omegaconf import DictConfig, ListConfig
+from omegaconf.base import ContainerMetadata, Metadata
+from omegaconf.nodes import AnyNode
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from src.core.errors import UserError
 from src.core.files import replaced_atomically
 
+ALLOWED_TARGETS = frozenset({
+    "src.mnist.module.MNISTClassifier",
+    "torch.optim.SGD",
+    "torch.optim.Adam",
+    "torch.optim.lr_scheduler.StepLR",
+    "torch.optim.lr_scheduler.OneCycleLR",
+})  # fmt: skip
+ALLOWED_TARGET_MODULES = ("src.mnist.nets.",)  # every net of the project
+# What checkpoints of this project written before the weights-only rule held beyond tensors: the optimiser and
+# schedule partials of the hyperparameters (as OmegaConf nodes wrapping Hydra's deferred targets) and the numpy RNG
+# state. Read for `convert_legacy` only, never by a run; each is data-only when unpickled (nothing is called).
+LEGACY_GLOBALS = [
+    functools.partial,
+    getattr(target_policy, "_DeferredTarget", functools.partial),  # Hydra >= 1.3.7 wraps partial targets in it
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.lr_scheduler.StepLR,
+    torch.optim.lr_scheduler.OneCycleLR,
+    DictConfig,
+    ListConfig,
+    AnyNode,
+    ContainerMetadata,
+    Metadata,
+    Any,
+    defaultdict,
+    dict,
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+    (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct,  # numpy 2 moved it
+]
+
+
+def targets_in(node: Any) -> Iterator[str]:
+    """Every `_target_` in a nested config of dicts and lists."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield str(node["_target_"])
+        for value in node.values():
+            yield from targets_in(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from targets_in(value)
+
+
+def check_targets(run_config: Any, path: Path) -> None:
+    """A checkpoint's config may only name the project's own classes: instantiating any other callable could run
+    anything (Hydra's own blocklist stops `os.system`, not every callable)."""
+    for target in targets_in(run_config):
+        if target not in ALLOWED_TARGETS and not target.startswith(ALLOWED_TARGET_MODULES):
+            allowed = ", ".join([*sorted(ALLOWED_TARGETS), *(f"{prefix}*" for prefix in ALLOWED_TARGET_MODULES)])
+            raise UserError(f"ckpt_path={path} names _target_={target!r}, which is not one of {allowed}; not loaded")
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints through `replaced_atomically` (Lightning writes the target file directly)."""
+    """Checkpoints through `replaced_atomically` (Lightning writes the target file directly), read back through
+    `load_checkpoint`'s checks when a run resumes."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         target = Path(path)
@@ -24,10 +97,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with replaced_atomically(target) as partial:
             super().save_checkpoint(checkpoint, partial, storage_options)
 
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        return load_checkpoint(path)
+
 
 class RunConfigInCheckpoint(pl.Callback):
-    """Stores the resolved `model` config, recipe and seed in every checkpoint, so that `src.eval` and
-    `src.predict` rebuild the net from the checkpoint alone (no run dir, no matching overrides needed)."""
+    """Stores the resolved `model` config, recipe and seed in every checkpoint (plain dicts, lists and numbers), so
+    that `src.eval` and `src.predict` rebuild the net from the checkpoint alone."""
 
     def __init__(self, run_config: dict[str, Any]) -> None:
         self.run_config = run_config
@@ -39,19 +115,24 @@ class RunConfigInCheckpoint(pl.Callback):
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint on the CPU (whatever device saved it), or one line saying why it cannot be read.
-
-    `weights_only=False`: the checkpoint holds the RNG states and config next to the tensors; load only
-    checkpoints you trust, as with any pickle."""
+    """The checkpoint on the CPU (whatever device saved it), read with `weights_only=True` (tensors and plain
+    containers, no code), its `_target_`s checked; or one line saying why it is refused."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"ckpt_path={path} is not a file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"ckpt_path={path} holds Python objects beyond tensors and plain data, and is not loaded (unpickling "
+            "them could run code); if it is this project's checkpoint from before November 2026 and you trust it, "
+            f"convert it: python -m src.core.checkpoint {path} NEW.ckpt"
+        ) from None
     except Exception as error:  # torch raises many types for a non-checkpoint file
         raise UserError(f"ckpt_path={path} is not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict)")
+    check_targets(checkpoint.get("run_config"), path)
     return checkpoint
 
 
@@ -79,3 +160,92 @@ def model_from_checkpoint(path: str | Path) -> tuple[pl.LightningModule, dict[st
     model = instantiate(run_config["model"])
     check_fits(model, checkpoint, path)
     return model.eval(), checkpoint
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """Python's, numpy's and torch's random states as tensors and plain data (numpy's own form is an ndarray, which
+    a weights-only load refuses)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": numpy_state_as_tensors(("MT19937", keys, position, has_gauss, cached_gaussian)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def numpy_state_as_tensors(state: tuple) -> dict[str, Any]:
+    _, keys, position, has_gauss, cached_gaussian = state
+    return {
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    numpy = states["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+MOVED_MODULES = {"src.module.": "src.mnist.module.", "src.nets.": "src.mnist.nets."}  # before src/ had rooms
+
+
+def moved_targets(node: Any) -> Any:
+    """The config with `_target_`s of the earlier flat layout (`src.nets.X`) renamed to where they live now."""
+    if isinstance(node, dict):
+        moved = {key: moved_targets(value) for key, value in node.items()}
+        target = str(moved.get("_target_", ""))
+        for old, new in MOVED_MODULES.items():
+            if target.startswith(old):
+                moved["_target_"] = new + target.removeprefix(old)
+        return moved
+    if isinstance(node, list):
+        return [moved_targets(value) for value in node]
+    return node
+
+
+def convert_legacy(source: Path, target: Path) -> None:
+    """Rewrites a checkpoint of the earlier form in today's: hyperparameters dropped (the run config holds them as
+    plain data), the numpy RNG state as a tensor. Reads with `weights_only=True` plus `LEGACY_GLOBALS` only."""
+    with torch.serialization.safe_globals(LEGACY_GLOBALS):
+        try:
+            checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            reason = str(error).splitlines()[-1] if str(error) else type(error).__name__
+            raise UserError(f"{source} needs more than an earlier checkpoint of this project: {reason}") from None
+    checkpoint.pop("hyper_parameters", None)
+    checkpoint.pop("hparams_name", None)
+    states = checkpoint.get("rng_states")
+    if states is not None and isinstance(states.get("numpy"), tuple):
+        states["numpy"] = numpy_state_as_tensors(states["numpy"])
+    if checkpoint.get("run_config"):
+        checkpoint["run_config"] = moved_targets(checkpoint["run_config"])
+    check_targets(checkpoint.get("run_config"), source)
+    with replaced_atomically(target) as partial:
+        torch.save(checkpoint, partial)
+    load_checkpoint(target)  # today's reader accepts it
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Convert an earlier checkpoint of this project to today's form.")
+    parser.add_argument("source", type=Path)
+    parser.add_argument("target", type=Path)
+    args = parser.parse_args(argv)
+    if args.target.exists():
+        sys.exit(f"error: {args.target} exists; give a new file name (nothing is overwritten)")
+    try:
+        convert_legacy(args.source, args.target)
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    print(f"converted: {args.target}")
+
+
+if __name__ == "__main__":
+    main()

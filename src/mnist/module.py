@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -14,6 +12,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.core.checkpoint import capture_rng_states, restore_rng_states
 from src.core.errors import UserError
 from src.mnist.nets import count_parameters
 
@@ -42,7 +41,11 @@ class MNISTClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["net"])
+        # Plain attributes, not save_hyperparameters: a checkpoint must hold tensors and plain data only (it is read
+        # with weights_only=True); the run config stored beside the weights has these settings as plain values.
+        self.make_optimizer = optimizer
+        self.schedule = scheduler
+        self.label_smoothing = label_smoothing
         self.net = net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:
@@ -74,7 +77,7 @@ class MNISTClassifier(pl.LightningModule):
         images, targets = batch
         log_probs = self(images)
         # cross_entropy re-normalises its input; log-probabilities are already normalised, so this is NLL + smoothing.
-        loss = F.cross_entropy(log_probs, targets, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(log_probs, targets, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             raise Diverged(
@@ -109,26 +112,15 @@ class MNISTClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The random streams too: a resumed run draws the same shuffles, augmentations and dropout masks as an
         uninterrupted one (exactly so with `trainer.deterministic=true`)."""
-        checkpoint["rng_states"] = {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+        checkpoint["rng_states"] = capture_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states")
-        if states is None:
-            return
-        random.setstate(states["python"])
-        np.random.set_state(states["numpy"])
-        torch.set_rng_state(states["torch"])
-        if states["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        schedule = self.hparams.scheduler
+        optimizer = self.make_optimizer(params=self.parameters())
+        schedule = self.schedule
         if not schedule or schedule.get("lr_scheduler") is None:
             return optimizer
         make_scheduler = schedule["lr_scheduler"]

@@ -17,7 +17,7 @@ from src import start_job_clock
 from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
-from src.core.hardware import device_description
+from src.core.provenance import provenance
 from src.core.rundirs import UNFINISHED_MARK
 from src.mnist.callbacks import EpochLog
 from src.mnist.module import Diverged
@@ -96,7 +96,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=False)  # our own files
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
     except Diverged as error:
         last_good = output_dir / UNFINISHED_MARK
         kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
@@ -110,7 +110,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
     summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
-    summary["device"] = device_name(trainer)
+    summary.update(provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size))
     if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
         return summary
     write_json_atomically(output_dir / "summary.json", summary)
@@ -129,12 +129,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     else:
         log.info("final val acc %.2f%% (test=false); summary: %s", summary["val_acc"], output_dir / "summary.json")
     return summary
-
-
-def device_name(trainer: pl.Trainer) -> str:
-    """For the results tables: which machine the minutes per run were measured on."""
-    name = device_description(trainer.strategy.root_device)
-    return name if trainer.world_size == 1 else f"{trainer.world_size} × {name}"
 
 
 def run(cfg: DictConfig, output_dir: Path) -> float:
