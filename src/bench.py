@@ -128,8 +128,8 @@ def run_variant(variant: str, steps: int, batch_size: int, workdir: Path) -> dic
     run_dir = Path(tempfile.mkdtemp(dir=workdir, prefix=variant))
     command = [
         sys.executable, "-m", "src.train", "model=dropout_steplr", f"data.batch_size={batch_size}", "logger=none",
-        "trainer.max_epochs=1", f"+trainer.limit_train_batches={steps}", "+trainer.limit_val_batches=0",
-        "+trainer.num_sanity_val_steps=0", "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+        "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         "~callbacks.best_checkpoint", "~callbacks.last_checkpoint", f"hydra.run.dir={run_dir}",
         *RECIPE_OVERRIDES[variant],
     ]  # fmt: skip

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from src.core.checkpoint import model_from_checkpoint
 from src.core.errors import one_line_exit
 from src.core.files import write_json_atomically
+from src.core.logs import quiet_known_noise
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
 
@@ -43,6 +44,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     return summary
 
 
+quiet_known_noise()
 register_resolvers()  # before @hydra.main composes the config
 
 

@@ -16,11 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.core.errors import UserError, check_group_choices, one_line_exit, user_error_in
+from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
 from src.core.rundirs import FAILED_MARK, holds_only_hydra_files
 
 log = logging.getLogger(__name__)
 
+quiet_known_noise()
 register_resolvers()  # before @hydra.main composes, and in launcher processes that import this module to run a job
 
 

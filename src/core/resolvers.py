@@ -7,6 +7,7 @@ import os
 from omegaconf import OmegaConf
 
 from src.core.hardware import native_precision
+from src.core.logs import stderr_is_terminal
 from src.core.rundirs import config_subdir, optuna_storage, run_dir
 
 RESOLVERS = {
@@ -15,6 +16,7 @@ RESOLVERS = {
     "config_subdir": config_subdir,
     "optuna_storage": optuna_storage,
     "pid": os.getpid,
+    "stderr_is_terminal": stderr_is_terminal,
 }
 
 

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from src import start_job_clock
 from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
@@ -89,6 +90,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     epoch_log = EpochLog(job_start)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
+    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress-bar callback with the bar switched off
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
