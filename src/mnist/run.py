@@ -18,6 +18,7 @@ from src import start_job_clock
 from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
+from src.core.hardware import emulated_bf16_warning
 from src.core.provenance import provenance
 from src.core.rundirs import UNFINISHED_MARK
 from src.mnist.callbacks import EpochLog
@@ -96,6 +97,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     datamodule.check_split(trainer.world_size)
+    slow_precision = emulated_bf16_warning(str(trainer.precision), trainer.strategy.root_device.type)
+    if slow_precision:
+        log.warning(slow_precision)
 
     start = time.perf_counter()
     try:
