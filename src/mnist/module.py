@@ -52,11 +52,14 @@ class MNISTClassifier(pl.LightningModule):
             raise UserError(
                 f"{type(net).__name__} has {self.num_params:,} parameters, at or over model.max_params={max_params:,}"
             )
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        # Evaluation metrics are torchmetrics (exact over the whole set, synced under DDP). Training metrics are plain
+        # tensors logged with on_epoch=True: Lightning accumulates them on the device, where a torchmetrics update
+        # would validate its inputs with a host sync on every step.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.val_acc_best = MaxMetric()
+        self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -78,17 +81,27 @@ class MNISTClassifier(pl.LightningModule):
         log_probs = self(images)
         # cross_entropy re-normalises its input; log-probabilities are already normalised, so this is NLL + smoothing.
         loss = F.cross_entropy(log_probs, targets, label_smoothing=self.label_smoothing)
-        if not torch.isfinite(loss):
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise Diverged(
-                f"loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step + 1} with lr {lr:.3g}"
-            )
-        preds = log_probs.argmax(dim=1)
-        self.train_loss(loss)
-        self.train_acc(preds, targets)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.check_finite(loss, batch_idx)
+        accuracy = (log_probs.argmax(dim=1) == targets).float().mean()
+        batch_size = len(targets)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)  # fmt: skip
+        self.log("train/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)  # fmt: skip
         return loss
+
+    def check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Stops on a non-finite loss. The count stays on the device and is read every `log_every_n_steps` steps and
+        at each epoch's last batch (before that epoch's checkpoints are written): no host sync on the other steps."""
+        self.nonfinite_steps += ~torch.isfinite(loss.detach())
+        interval = self.trainer.log_every_n_steps
+        last_batch = batch_idx + 1 >= self.trainer.num_training_batches
+        if (batch_idx + 1) % interval and not last_batch or not self.nonfinite_steps.item():
+            return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        raise Diverged(
+            f"loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step + 1} with lr {lr:.3g}"
+        )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._step(batch)
