@@ -1,13 +1,16 @@
-"""`python -m src.bench` (`make bench`): training and evaluation throughput of the `dropout_steplr` recipe, three ways,
-interleaved in one invocation so that they share the machine's state:
+"""`python -m src.bench` (`make bench`): training and evaluation throughput of the `dropout_steplr` recipe, side by
+side in one invocation (interleaved rounds, so that all variants share the machine's state):
 
   (a) reference: a plain PyTorch loop written as the published notebooks write it (torchvision MNIST, per-sample
-      PIL transforms, DataLoader, SGD, a tqdm bar with the loss every step);
+      PIL transforms, DataLoader, SGD, a tqdm bar with the loss every step), fp32;
   (b) `src.train data.pipeline=torchvision trainer.precision=32-true` (the conventional Lightning path);
-  (c) `src.train data.pipeline=tensor trainer.precision=bf16-mixed` (data on the device, batched augmentation,
-      bf16 autocast; the defaults).
+  (c32) `src.train data.pipeline=tensor trainer.precision=32-true` (data on the device, batched augmentation): the
+      default wherever bf16 is not native, and run everywhere, so the figure for plain CPUs is always there;
+  (c16) the same in `bf16-mixed`, the default where bf16 is native; skipped where it would only be emulated.
 
-Each variant runs in its own process for the same number of training steps; the figures are medians over repeats.
+Each variant runs in its own process for the same number of training steps; the figures are medians over rounds.
+It prints the machine (CPU model, threads, native bf16, GPU), the precision of each variant, images per second,
+the ratios to (a) and one JSON line. `--device cuda` runs (b), (c) and the bare steps on the GPU.
 """
 
 from __future__ import annotations
@@ -22,12 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REFERENCE, TORCHVISION, TENSOR = "a_reference", "b_torchvision", "c_tensor"
+REFERENCE, TORCHVISION, TENSOR_FP32, TENSOR_BF16 = "a_reference", "b_torchvision", "c32_tensor", "c16_tensor"
 SEED_AFFINE_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "augmentation" / "seed_affine.yaml"
-RECIPE_OVERRIDES = {
-    TORCHVISION: ["data.pipeline=torchvision", "trainer.precision=32-true"],
-    TENSOR: ["data.pipeline=tensor", "trainer.precision=bf16-mixed"],
-}
+PRECISION = {REFERENCE: "32-true", TORCHVISION: "32-true", TENSOR_FP32: "32-true", TENSOR_BF16: "bf16-mixed"}
+PIPELINE = {TORCHVISION: "torchvision", TENSOR_FP32: "tensor", TENSOR_BF16: "tensor"}
 
 
 def seed_affine() -> list:
@@ -38,7 +39,7 @@ def seed_affine() -> list:
     return list(instantiate(OmegaConf.load(SEED_AFFINE_CONFIG).transforms))
 
 
-def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
+def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]:
     """The published notebooks' loop, timed from its first batch to its last step, then their test loop."""
     import torch
     from torch.nn import functional as F
@@ -55,13 +56,14 @@ def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
     test_set = datasets.MNIST(root, train=False, transform=transforms.Compose(normalise))
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, shuffle=False)
-    model = DropoutGapNet()
+    model = DropoutGapNet().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     model.train()
     start = time.perf_counter()
     progress = tqdm(train_loader, total=steps, file=sys.stderr)
     for batch_idx, (data, target) in enumerate(progress):
+        data, target = data.to(device), target.to(device)
         optimizer.zero_grad()
         loss = F.nll_loss(model(data), target)
         loss.backward()
@@ -75,13 +77,13 @@ def reference_loop(steps: int, batch_size: int) -> dict[str, float]:
     start = time.perf_counter()
     with torch.no_grad():
         for data, target in test_loader:
-            F.nll_loss(model(data), target, reduction="sum")
+            F.nll_loss(model(data.to(device)), target.to(device), reduction="sum").item()
     return {"train_seconds": train_seconds, "test_seconds": time.perf_counter() - start}
 
 
-def bare_step_rates(steps: int, batch_size: int) -> dict[str, float]:
+def bare_step_rates(steps: int, batch_size: int, device: str, bf16: bool) -> dict[str, float]:
     """The dropout_steplr training step alone, on ready tensors, and the batched augmentation alone: what each
-    costs without data loading or Lightning around it."""
+    costs without data loading or Lightning around it. The compiled step's compile seconds are reported apart."""
     import torch
     from torch.nn import functional as F
 
@@ -89,97 +91,143 @@ def bare_step_rates(steps: int, batch_size: int) -> dict[str, float]:
     from src.mnist.nets import DropoutGapNet
 
     torch.manual_seed(0)
-    images, labels = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    images = torch.randn(batch_size, 1, 28, 28, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    variants = [("step fp32", False, torch.contiguous_format, False),
+                ("step fp32, channels_last", False, torch.channels_last, False),
+                ("step fp32, torch.compile", False, torch.contiguous_format, True)]  # fmt: skip
+    if bf16:
+        variants += [("step bf16 autocast", True, torch.contiguous_format, False),
+                     ("step bf16 autocast, torch.compile", True, torch.contiguous_format, True)]  # fmt: skip
     rates = {}
-    for label, bf16, memory_format, compiled in (
-        ("step fp32", False, torch.contiguous_format, False),
-        ("step bf16 autocast", True, torch.contiguous_format, False),
-        ("step bf16 autocast, channels_last", True, torch.channels_last, False),
-        ("step bf16 autocast, torch.compile", True, torch.contiguous_format, True),
-    ):
-        net = DropoutGapNet().to(memory_format=memory_format)
+    for label, autocast, memory_format, compiled in variants:
+        net = DropoutGapNet().to(device, memory_format=memory_format)
         model = torch.compile(net) if compiled else net
         batch = images.contiguous(memory_format=memory_format)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        start = time.perf_counter()
         for step in range(steps + 10):  # 10 warm-up steps (compilation happens there)
             if step == 10:
+                synchronize(device)
+                if compiled:
+                    rates[f"{label}: compile seconds"] = time.perf_counter() - start
                 start = time.perf_counter()
             optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
                 log_probs = model(batch)
             F.nll_loss(log_probs.float(), labels).backward()
             optimizer.step()
+        synchronize(device)
         rates[label] = steps * batch_size / (time.perf_counter() - start)
     augment = BatchAugment(seed_affine())
-    unit = torch.rand(batch_size, 1, 28, 28)
+    unit = torch.rand(batch_size, 1, 28, 28, device=device)
     start = time.perf_counter()
     for _ in range(steps):
         augment(unit)
+    synchronize(device)
     rates["batched augmentation (seed_affine)"] = steps * batch_size / (time.perf_counter() - start)
     return rates
 
 
-def run_variant(variant: str, steps: int, batch_size: int, workdir: Path) -> dict[str, float]:
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_variant(variant: str, steps: int, batch_size: int, device: str, workdir: Path) -> dict[str, float]:
     """Runs one variant in a fresh process; returns its training and test seconds."""
     if variant == REFERENCE:
-        command = [sys.executable, "-m", "src.bench", "--reference", f"--steps={steps}", f"--batch-size={batch_size}"]
+        command = [sys.executable, "-m", "src.bench", "--reference", f"--steps={steps}", f"--batch-size={batch_size}",
+                   f"--device={device}"]  # fmt: skip
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         return json.loads(output.strip().splitlines()[-1])
     run_dir = Path(tempfile.mkdtemp(dir=workdir, prefix=variant))
     command = [
         sys.executable, "-m", "src.train", "model=dropout_steplr", f"data.batch_size={batch_size}", "logger=none",
         "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=0",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-        "~callbacks.best_checkpoint", "~callbacks.last_checkpoint", f"hydra.run.dir={run_dir}",
-        *RECIPE_OVERRIDES[variant],
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks.best_checkpoint=null",
+        "callbacks.last_checkpoint=null", f"hydra.run.dir={run_dir}", f"data.pipeline={PIPELINE[variant]}",
+        f"trainer.precision={PRECISION[variant]}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
     ]  # fmt: skip
     subprocess.run(command, capture_output=True, text=True, check=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"train_seconds": summary["per_epoch"][0]["seconds"], "test_seconds": summary["test_seconds"]}
 
 
+def machine(device: str) -> dict[str, object]:
+    """What the figures were measured on: they differ several-fold between CPUs with and without native bf16."""
+    import torch
+
+    from src.core.hardware import cpu_has_native_bf16, cpu_model
+
+    on_gpu = device == "cuda"
+    return {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "gpu": torch.cuda.get_device_name() if on_gpu else None,
+        "gpu_bf16": torch.cuda.is_bf16_supported() if on_gpu else None,
+        "torch": torch.__version__,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (938 = one full epoch)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved a/b/c rounds")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or args.batch_size < 1:
         sys.exit(f"error: --steps={args.steps}, --repeats={args.repeats}, --batch-size={args.batch_size} must be >= 1")
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device=cuda but torch sees no GPU here; run without --device for the CPU figures")
     if args.reference:
-        print(json.dumps(reference_loop(args.steps, args.batch_size)))
+        print(json.dumps(reference_loop(args.steps, args.batch_size, args.device)))
         return
 
+    hardware = machine(args.device)
+    native_bf16 = hardware["gpu_bf16"] if args.device == "cuda" else hardware["cpu_native_bf16"]
+    print(f"machine: {hardware['cpu']}, {hardware['threads']} threads, native bf16 on the CPU: "
+          f"{'yes' if hardware['cpu_native_bf16'] else 'no'}; GPU: {hardware['gpu'] or 'none used'}; "
+          f"torch {hardware['torch']}")  # fmt: skip
+    variants = [REFERENCE, TORCHVISION, TENSOR_FP32] + ([TENSOR_BF16] if native_bf16 else [])
+    if not native_bf16:
+        print(f"{TENSOR_BF16} skipped: bf16 is only emulated on this {args.device.upper()}, several times slower")
     images = args.steps * args.batch_size
-    results: dict[str, list[dict[str, float]]] = {REFERENCE: [], TORCHVISION: [], TENSOR: []}
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory() as workdir:
         for repeat in range(1, args.repeats + 1):
             for variant in results:
-                seconds = run_variant(variant, args.steps, args.batch_size, Path(workdir))
+                seconds = run_variant(variant, args.steps, args.batch_size, args.device, Path(workdir))
                 results[variant].append(seconds)
                 print(f"round {repeat} {variant:14s} {images / seconds['train_seconds']:7.0f} train img/s", flush=True)
 
     train_rate = {v: statistics.median(images / r["train_seconds"] for r in runs) for v, runs in results.items()}
     test_rate = {v: statistics.median(10_000 / r["test_seconds"] for r in runs) for v, runs in results.items()}
-    print(f"\n{'variant':16s} {'train img/s':>12s} {'eval img/s':>11s}")
+    print(f"\n{'variant':16s} {'precision':>10s} {'train img/s':>12s} {'eval img/s':>11s} {'train vs (a)':>13s}")
     for variant in results:
-        print(f"{variant:16s} {train_rate[variant]:12.0f} {test_rate[variant]:11.0f}")
-    ratios = {
-        "c/a": train_rate[TENSOR] / train_rate[REFERENCE],
-        "b/a": train_rate[TORCHVISION] / train_rate[REFERENCE],
-    }
-    step_rates = bare_step_rates(args.steps, args.batch_size)
+        ratio = train_rate[variant] / train_rate[REFERENCE]
+        print(f"{variant:16s} {PRECISION[variant]:>10s} {train_rate[variant]:12.0f} {test_rate[variant]:11.0f} "
+              f"{ratio:12.2f}x")  # fmt: skip
+    ratios = {f"{variant.split('_')[0]}/a": train_rate[variant] / train_rate[REFERENCE] for variant in variants[1:]}
+    step_rates = bare_step_rates(args.steps, args.batch_size, args.device, bf16=bool(native_bf16))
     print("\nalone, on ready tensors (no data loading, no Lightning):")
     for label, rate in step_rates.items():
-        print(f"  {label:36s} {rate:8.0f} img/s")
-    print(f"\ntrain speed-up c/a = {ratios['c/a']:.2f}x, b/a = {ratios['b/a']:.2f}x "
-          f"({args.steps} steps of batch {args.batch_size}, median of {args.repeats})")  # fmt: skip
+        unit = "s" if label.endswith("seconds") else "img/s"
+        print(f"  {label:44s} {rate:8.0f} {unit}")
+    shown = ", ".join(f"{name} = {ratio:.2f}x" for name, ratio in ratios.items())
+    print(f"\ntrain speed-up {shown} ({args.steps} steps of batch {args.batch_size}, median of {args.repeats})")
     print(json.dumps({
-        "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
+        "machine": hardware, "device": args.device, "steps": args.steps, "batch_size": args.batch_size,
+        "repeats": args.repeats, "precision": {variant: PRECISION[variant] for variant in variants},
         "train_img_per_s": train_rate, "eval_img_per_s": test_rate, "ratios": ratios,
         "step_alone_img_per_s": step_rates, "runs": results,
-        "cpu_threads": os.cpu_count(),
     }))  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from src.core.errors import UserError
 from src.mnist.nets import count_parameters
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class Diverged(UserError):
@@ -29,7 +30,9 @@ class MNISTClassifier(pl.LightningModule):
     `optimizer` is a partial that takes the parameters; `scheduler` is `{interval, lr_scheduler}` where
     `lr_scheduler` is a partial that takes the optimiser (or null). A schedule that needs the run length
     (`total_steps: null`, as OneCycleLR) gets it from the trainer. `label_smoothing` softens the training targets
-    only; validation and test report the plain NLL so every recipe's losses compare.
+    only; validation and test report the plain NLL so every recipe's losses compare. `compile_mode` (a
+    `torch.compile` mode, e.g. "default" or "reduce-overhead") compiles the net for training; the weights keep their
+    names, so checkpoints load either way.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class MNISTClassifier(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         max_params: int = 20_000,
         label_smoothing: float = 0.0,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         # Plain attributes, not save_hyperparameters: a checkpoint must hold tensors and plain data only (it is read
@@ -46,6 +50,10 @@ class MNISTClassifier(pl.LightningModule):
         self.make_optimizer = optimizer
         self.schedule = scheduler
         self.label_smoothing = label_smoothing
+        if compile_mode not in COMPILE_MODES:
+            modes = ", ".join(str(mode) for mode in COMPILE_MODES)
+            raise UserError(f"model.compile_mode={compile_mode!r} is not one of {modes} (null: no compiling)")
+        self.compile_mode = compile_mode
         self.net = net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:
@@ -68,6 +76,10 @@ class MNISTClassifier(pl.LightningModule):
         images, targets = batch
         log_probs = self(images)
         return F.nll_loss(log_probs, targets), log_probs.argmax(dim=1), targets
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.compile_mode:  # evaluation alone is too short to repay the compile time
+            self.net.compile(mode=self.compile_mode)
 
     def on_train_start(self) -> None:
         # The sanity-check validation pass must not count towards the best accuracy.
