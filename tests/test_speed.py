@@ -1,0 +1,50 @@
+"""The fast path's policies: bf16 only where it is native (and one line where it is asked for but emulated), compile
+modes checked before training, and a compiled net whose checkpoint keys do not change."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+
+from src.core import hardware
+from src.core.errors import user_error_in
+from src.mnist.nets import DropoutGapNet
+from tests.conftest import compose_train
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_default_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    assert hardware.native_precision("cpu") == ("bf16-mixed" if native else "32-true")
+
+
+def test_bf16_asked_of_a_cpu_that_emulates_it_gets_one_line_with_the_slowdown(monkeypatch) -> None:
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    message = hardware.emulated_bf16_warning("bf16-mixed", "cpu")
+    assert message is not None and "\n" not in message
+    assert "no native bf16" in message and "4.4x slower" in message and "trainer.precision=32-true" in message
+    assert hardware.emulated_bf16_warning("32-true", "cpu") is None
+    assert hardware.emulated_bf16_warning("bf16-mixed", "cuda") is None
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert hardware.emulated_bf16_warning("bf16-mixed", "cpu") is None
+
+
+def test_unknown_compile_mode_is_refused_before_training() -> None:
+    with pytest.raises(Exception) as refused:  # Hydra wraps what a constructor raises; the CLI unwraps it
+        instantiate(compose_train("model.compile_mode=fastest").model)
+    cause = str(user_error_in(refused.value))
+    assert cause.startswith("model.compile_mode='fastest' is not one of None, default, reduce-overhead")
+
+
+def test_compiled_net_keeps_its_weight_names() -> None:
+    """torch.compile is lazy: setup marks the net for compiling (no compile time spent here), and the checkpoint
+    keys stay those of the plain net, so a compiled run's checkpoint loads into an uncompiled eval and back."""
+    model = instantiate(compose_train("model.compile_mode=default").model)
+    names = set(model.state_dict())
+    model.setup("fit")
+    assert model.net._compiled_call_impl is not None
+    assert set(model.state_dict()) == names == {f"net.{name}" for name in DropoutGapNet().state_dict()}
+    model.setup("test")  # evaluation alone never compiles
+    plain = instantiate(compose_train().model)
+    plain.setup("test")
+    assert plain.net._compiled_call_impl is None
