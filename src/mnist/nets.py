@@ -25,6 +25,21 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
+def write_up_001_middle() -> list[nn.Module]:
+    """What write-up 001's two nets share after their first conv: padded blocks widening 4 → 20 at 28×28, max-pool,
+    a 1×1 squeeze to 4 channels, two unpadded blocks to 12 channels (spliced in place, so weight names are kept)."""
+    return [
+        conv_relu_bn(4, 8, padding=1),
+        conv_relu_bn(8, 12, padding=1),
+        conv_relu_bn(12, 16, padding=1),
+        conv_relu_bn(16, 20, padding=1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 4, 1),
+        conv_relu_bn(4, 8),
+        conv_relu_bn(8, 12),
+    ]
+
+
 class BatchNormGapNet(nn.Module):
     """Write-up 001's first net (`baseline`, `augmented`): 9,186 params, no dropout, GAP + Linear(16→10)."""
 
@@ -32,14 +47,7 @@ class BatchNormGapNet(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             conv_relu_bn(1, 4, padding=1),
-            conv_relu_bn(4, 8, padding=1),
-            conv_relu_bn(8, 12, padding=1),
-            conv_relu_bn(12, 16, padding=1),
-            conv_relu_bn(16, 20, padding=1),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 4, 1),
-            conv_relu_bn(4, 8),
-            conv_relu_bn(8, 12),
+            *write_up_001_middle(),
             nn.Conv2d(12, 16, 3),
             nn.AvgPool2d(8),
         )
@@ -58,14 +66,7 @@ class DropoutGapNet(nn.Module):
             nn.Conv2d(1, 4, 3, padding=1),
             nn.ReLU(),
             nn.Dropout(dropout),
-            conv_relu_bn(4, 8, padding=1),
-            conv_relu_bn(8, 12, padding=1),
-            conv_relu_bn(12, 16, padding=1),
-            conv_relu_bn(16, 20, padding=1),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 4, 1),
-            conv_relu_bn(4, 8),
-            conv_relu_bn(8, 12),
+            *write_up_001_middle(),
             conv_relu_bn(12, 16),
             nn.Conv2d(16, 10, 1),
             nn.AvgPool2d(8),
