@@ -25,7 +25,7 @@ class Diverged(UserError):
 
 
 class MNISTClassifier(pl.LightningModule):
-    """Trains any net of `src.nets`; refuses one at or over the `max_params` budget before training starts.
+    """Trains any net of `src.mnist.nets`; refuses one at or over the `max_params` budget before training starts.
 
     `optimizer` is a partial that takes the parameters; `scheduler` is `{interval, lr_scheduler}` where
     `lr_scheduler` is a partial that takes the optimiser (or null). A schedule that needs the run length
