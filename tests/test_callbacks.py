@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-from src.mnist.callbacks import warmup_ema_update
+from src.mnist.callbacks import warmup_ema_update, warmup_ema_update_all
+from src.mnist.nets import CompactGapNet
 
 
 def averaged_after(avg_fn, updates: int) -> float:
@@ -30,3 +31,22 @@ def test_decay_grows_as_one_plus_n_over_ten_plus_n_up_to_the_cap(updates: int, d
     average, current = torch.tensor([0.0]), torch.tensor([1.0])
     updated = warmup_ema_update(0.999, average, current, torch.tensor(updates))
     assert updated.item() == pytest.approx(1 - decay, rel=1e-4)  # float32
+
+
+def test_multi_tensor_update_gives_the_per_tensor_numbers_on_a_real_net() -> None:
+    """Weights, BatchNorm statistics and its integer batch count, over updates in and past the warm-up."""
+    torch.manual_seed(0)
+    net = CompactGapNet(stem=[4, 6], squeeze=4, body=[6, 6])
+    per_tensor = AveragedModel(net, avg_fn=partial(warmup_ema_update, 0.9), use_buffers=True)
+    multi_tensor = AveragedModel(net, multi_avg_fn=partial(warmup_ema_update_all, 0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    for _ in range(30):
+        optimizer.zero_grad()
+        torch.nn.functional.nll_loss(net(torch.randn(8, 1, 28, 28)), torch.randint(0, 10, (8,))).backward()
+        optimizer.step()
+        per_tensor.update_parameters(net)
+        multi_tensor.update_parameters(net)
+    expected, actual = per_tensor.state_dict(), multi_tensor.state_dict()
+    assert 0 < expected["module.features.2.num_batches_tracked"] < 30  # integer buffers are averaged too
+    for name, value in expected.items():
+        assert value.isfinite().all() and torch.equal(actual[name], value), name
