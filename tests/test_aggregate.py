@@ -1,12 +1,14 @@
-"""The seed aggregation on synthetic summaries."""
+"""The seed aggregation: on synthetic summaries, and on a folder holding the shared tiny run beside an eval of it."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from src.aggregate import main
 from src.mnist.report import aggregate
+from tests.conftest import run_cli
 
 
 def write_summary(folder: Path, recipe: str, seed: int, test_acc: float, first: int | None) -> None:
@@ -43,6 +45,33 @@ def test_rows_give_mean_std_min_and_first_epoch_per_seed(tmp_path: Path) -> None
     assert (tmp_path / "table.csv").read_text().startswith("recipe,params,epochs,seeds")
 
 
+def test_a_real_run_beside_an_eval_of_it_gives_one_row(
+    trained_run: Path, evaluated_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an outputs/ folder holds after `make train` and `python -m src.eval`: only the training run counts."""
+    shutil.copytree(trained_run, tmp_path / "runs" / "record", ignore=shutil.ignore_patterns("*.ckpt", "tensorboard"))
+    shutil.copytree(evaluated_run, tmp_path / "evals" / "eval")
+    summary = json.loads((trained_run / "summary.json").read_text())
+    main([str(tmp_path), "--out", str(tmp_path / "table")])
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert len(lines) == 3, lines
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells[:5] == ["record", "7,666", "2", "1", f"{summary['test_acc']:.2f} ± 0.00"]
+    assert capsys.readouterr().out == (tmp_path / "table.md").read_text()
+
+
 def test_dir_without_summaries_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no summary.json of a tested run under"):
         main([str(tmp_path)])
+
+
+def test_cli_error_is_one_line(tmp_path: Path) -> None:
+    """`python -m src.aggregate` has its own exit path (argparse, no Hydra); it imports no torch, so this is cheap."""
+    result = run_cli(str(tmp_path / "nowhere"), str(tmp_path), module="src.aggregate", data_dir=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: not a directory: {tmp_path / 'nowhere'}"]
+    empty = run_cli(str(tmp_path), module="src.aggregate", data_dir=tmp_path)
+    assert empty.returncode == 1
+    assert empty.stderr.splitlines() == [
+        f"error: no summary.json of a tested run under {tmp_path}; finished runs leave one each"
+    ]

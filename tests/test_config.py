@@ -75,8 +75,10 @@ def test_net_at_or_over_the_budget_is_refused_with_its_count() -> None:
     assert re.search(r"12,234 parameters.*max_params=12,234", str(user_error_in(raised.value)))
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config(tiny_mnist: Path) -> None:
     result = run_cli("model=dropout_steplr", "--cfg", "job", data_dir=tiny_mnist)
     assert result.returncode == 0, result.stderr
     assert "recipe: dropout_steplr" in result.stdout
     assert "_target_: src.mnist.nets.DropoutGapNet" in result.stdout
+    assert "hydra" not in [line.split(":")[0] for line in result.stdout.splitlines()], "the job's config only"

@@ -1,4 +1,5 @@
-"""`src.eval` and `src.predict` on a checkpoint of a tiny run: the same accuracy, the same digits, one-line errors."""
+"""`src.eval` and `src.predict` on the shared tiny run's checkpoint: the same accuracy, the same digits, nothing
+written by predict, and each command's one-line error."""
 
 from __future__ import annotations
 
@@ -13,29 +14,26 @@ from PIL import Image
 from src.core.checkpoint import model_from_checkpoint
 from src.mnist.data import MNIST_MEAN, MNIST_STD
 from src.predict import to_mnist
-from tests.conftest import TINY_RUN, TINY_TEST, assert_one_line_error, run_cli, tiny_digits
+from tests.conftest import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
+
+EVAL_KEYS = {"ckpt_path", "recipe", "seed", "params", "epoch", "test_acc", "test_loss"}
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_cli("model=record", *TINY_RUN, "logger=none", f"hydra.run.dir={run_dir}", data_dir=tiny_mnist)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+def test_eval_reports_the_training_runs_test_accuracy(trained_run: Path, evaluated_run: Path) -> None:
+    """Training tested on the torchvision pipeline; eval reads the checkpoint on the tensor pipeline (the default):
+    the same EMA weights and the same images give the same figures."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    evaluated = json.loads((evaluated_run / "eval.json").read_text())
+    assert not (evaluated_run / "summary.json").exists(), "an eval is not a training run: src.aggregate must skip it"
+    assert set(evaluated) >= EVAL_KEYS
+    trained = json.loads((trained_run / "summary.json").read_text())
+    assert evaluated["ckpt_path"] == str(ckpt.resolve())
+    assert (evaluated["recipe"], evaluated["seed"], evaluated["epoch"], evaluated["params"]) == ("record", 1, 2, 7_666)
+    assert evaluated["test_acc"] == trained["test_acc"] == trained["per_epoch"][-1]["val_acc"]
+    assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-5)
 
 
-def test_eval_reports_the_training_runs_test_accuracy(trained: Path, tiny_mnist: Path, tmp_path: Path) -> None:
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    result = run_cli(f"ckpt_path={ckpt}", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path}",
-                     data_dir=tiny_mnist, module="src.eval")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    evaluated = json.loads((tmp_path / "summary.json").read_text())
-    trained_summary = json.loads((trained / "summary.json").read_text())
-    assert (evaluated["recipe"], evaluated["epoch"], evaluated["params"]) == ("record", 2, 7666)
-    assert evaluated["test_acc"] == trained_summary["test_acc"]
-    assert evaluated["test_loss"] == pytest.approx(trained_summary["test_loss"], rel=1e-5)
-
-
+@pytest.mark.slow
 def test_eval_of_a_missing_checkpoint_is_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
     result = run_cli(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}",
                      data_dir=tiny_mnist, module="src.eval")  # fmt: skip
@@ -47,40 +45,62 @@ def write_png(path: Path, grey: np.ndarray) -> None:
     Image.fromarray(grey.astype(np.uint8)).save(path)
 
 
-def test_predict_reads_a_folder_of_either_polarity_like_the_model_reads_the_test_set(
-    trained: Path, tiny_mnist: Path, tmp_path: Path
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path below `folder` with its size and modification time: what a command could have added or changed."""
+    if not folder.exists():
+        return {}
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")}
+
+
+def test_predict_reads_a_folder_of_either_polarity_and_writes_nothing(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ckpt = trained / "checkpoints" / "last.ckpt"
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
     images, _ = tiny_digits(TINY_TEST, seed=1)
+    folder, cwd = tmp_path / "digits", tmp_path / "cwd"
+    folder.mkdir()
+    cwd.mkdir()
     for index in range(6):
-        write_png(tmp_path / f"{index}_white_on_black.png", images[index])
-        write_png(tmp_path / f"{index}_black_on_white.png", 255 - images[index])
-    (tmp_path / "notes.txt").write_text("not an image")
+        write_png(folder / f"{index}_white_on_black.png", images[index])
+        write_png(folder / f"{index}_black_on_white.png", 255 - images[index])
+    (folder / "notes.txt").write_text("not an image")
     model, _ = model_from_checkpoint(ckpt)
     with torch.no_grad():
         batch = (torch.from_numpy(images[:6]).float()[:, None] / 255 - MNIST_MEAN) / MNIST_STD
         expected = model(batch).argmax(dim=1).tolist()
+    before, repo_outputs, run_files = listing(tmp_path), listing(REPO / "outputs"), listing(trained_run)
+    capsys.readouterr()
 
-    result = run_cli(f"ckpt_path={ckpt}", f"image={tmp_path}", data_dir=tiny_mnist, module="src.predict")
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in result.stdout.splitlines()[2:]}
+    assert cli_in_process("src.predict", f"ckpt_path={ckpt}", f"image={folder}", data_dir=None,
+                          monkeypatch=monkeypatch, cwd=cwd) is None  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["| image | digit | probability |", "|---|---|---|"]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in lines[2:]}
+    assert len(rows) == 13
     for index, digit in enumerate(expected):
         for polarity in ("white_on_black", "black_on_white"):
             assert rows[f"{index}_{polarity}.png"][0] == str(digit)
     assert rows["notes.txt"] == ["-", "is not an image PIL can read (png, jpg, bmp, ...) |"]
 
-    single = run_cli(f"ckpt_path={ckpt}", f"image={tmp_path / '0_black_on_white.png'}", data_dir=tiny_mnist,
-                     module="src.predict")  # fmt: skip
-    assert single.stdout.startswith(f"{tmp_path / '0_black_on_white.png'}: {expected[0]} (probability 0.")
-    assert not list(Path.cwd().glob("outputs/predict*")), "predict writes nothing"
+    single = folder / "0_black_on_white.png"
+    assert cli_in_process("src.predict", f"ckpt_path={ckpt}", f"image={single}", data_dir=None,
+                          monkeypatch=monkeypatch, cwd=cwd) is None  # fmt: skip
+    assert capsys.readouterr().out.startswith(f"{single}: {expected[0]} (probability 0.")
+
+    assert listing(tmp_path) == before, "predict wrote into its working folder or beside the images"
+    assert listing(REPO / "outputs") == repo_outputs, "predict wrote into the repo's outputs/"
+    assert listing(trained_run) == run_files, "predict wrote beside the checkpoint"
 
 
-def test_predict_of_a_non_image_is_one_line(trained: Path, tiny_mnist: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_predict_of_a_non_image_is_one_line(trained_run: Path, tiny_mnist: Path, tmp_path: Path) -> None:
     not_an_image = tmp_path / "digit.png"
     not_an_image.write_text("hello")
-    result = run_cli(f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"image={not_an_image}",
-                     data_dir=tiny_mnist, module="src.predict")  # fmt: skip
+    result = run_cli(f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"image={not_an_image}",
+                     data_dir=tiny_mnist, module="src.predict", cwd=tmp_path)  # fmt: skip
     assert_one_line_error(result, f"image={not_an_image} is not an image PIL can read")
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert [path.name for path in tmp_path.iterdir()] == ["digit.png"], "nothing written"
 
 
 def test_any_size_and_position_is_brought_to_mnist_form() -> None:

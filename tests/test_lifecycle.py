@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,95 +16,101 @@ import pytest
 import torch
 
 from src.core.checkpoint import AtomicCheckpointIO
-from tests.conftest import REPO, TINY_RUN, assert_one_line_error, run_cli
+from tests.conftest import REPO, THREADS, TINY_RUN, cli_in_process, compose_train, train_in_process
 
 DETERMINISTIC = (
     "model=dropout_steplr",  # dropout, augmentation and an epoch-stepped StepLR: every kind of state to restore
+    "scheduler.lr_scheduler.step_size=2",  # the lr drops between epochs 2 and 3: across the kill
     "trainer.accelerator=cpu",
     "trainer.deterministic=true",
-    "trainer.max_epochs=4",
-    "data.batch_size=8",
-    "data.eval_batch_size=64",
+    "trainer.max_epochs=3",
+    "data.batch_size=16",
+    "data.eval_batch_size=80",
     "logger=none",
     "seed=3",
 )
-TIMINGS = {"train_seconds", "test_seconds", "seconds_to_99_4", "resumed_from"}
+NOT_COMPARED = {"train_seconds", "test_seconds", "seconds_to_99_4", "resumed_from", "overrides"}
 
 
 def comparable(summary: dict) -> dict:
-    """A summary without wall-clock figures and the resume marker: what must match between two runs."""
+    """A summary without wall-clock figures, the resume marker and the command line: what must match."""
     rows = [{key: value for key, value in row.items() if "second" not in key and key != "since_start"}
             for row in summary["per_epoch"]]  # fmt: skip
-    return {**{key: value for key, value in summary.items() if key not in TIMINGS}, "per_epoch": rows}
+    return {**{key: value for key, value in summary.items() if key not in NOT_COMPARED}, "per_epoch": rows}
 
 
 def start_cli(*overrides: str, data_dir: Path, stderr: Path) -> subprocess.Popen:
     """The CLI in the background, its stderr to a file (a pipe nobody reads would fill and stall it)."""
-    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(THREADS)}
     command = [sys.executable, "-m", "src.train", *overrides]
     with stderr.open("w") as sink:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=sink)
 
 
-def wait_for(condition, timeout: float = 120.0) -> None:
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"condition not met before the process ended (status {process.poll()})")
         time.sleep(0.02)
 
 
-def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_mnist: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The killed run is a real process (SIGKILL: no handler runs); the uninterrupted reference and the resumed run
+    are the same code in this process, on the same thread count, so every figure must match exactly."""
     runs = tmp_path / "runs"
-    reference = run_cli(*DETERMINISTIC, f"hydra.run.dir={tmp_path / 'reference'}", data_dir=tiny_mnist)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
     killed = start_cli(*DETERMINISTIC, f"runs_dir={runs}", data_dir=tiny_mnist, stderr=tmp_path / "killed.err")
+    expected = train_in_process(*DETERMINISTIC, run_dir=tmp_path / "reference", data_dir=tiny_mnist)
 
-    def in_epoch_three() -> bool:
-        """Epoch 2's checkpoint is in place (renamed in whole, so always readable): the run is in epoch 3."""
+    def in_epoch_two() -> bool:
+        """Epoch 1's checkpoint is in place (renamed in whole, so always readable): the run is in epoch 2."""
         last = list(runs.glob("*/checkpoints/last.ckpt"))
-        return bool(last) and torch.load(last[0], weights_only=False)["epoch"] == 1
+        return bool(last) and torch.load(last[0], weights_only=True)["epoch"] == 0
 
-    wait_for(in_epoch_three)
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait() == -signal.SIGKILL
+    try:
+        wait_for(in_epoch_two, killed)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL, (tmp_path / "killed.err").read_text()[-3000:]
     (run_dir,) = runs.iterdir()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "summary.json").exists()
 
-    resumed = run_cli(*DETERMINISTIC, f"runs_dir={runs}", "resume=true", data_dir=tiny_mnist)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    error = cli_in_process("src.train", *DETERMINISTIC, f"runs_dir={runs}", "resume=true", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None
     assert list(runs.iterdir()) == [run_dir], "resume continues in the killed run's own dir"
     summary = json.loads((run_dir / "summary.json").read_text())
-    expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
-    assert summary["resumed_from"].endswith("last.ckpt")
+    assert summary["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert [row["lr"] for row in summary["per_epoch"]] == [0.01, 0.0025, 0.0025]  # the lr at each epoch's end
     assert comparable(summary) == comparable(expected)
     assert (run_dir / ".hydra" / "config.yaml").is_file(), "the first run's config is kept"
     assert len(list((run_dir / ".hydra").glob("*/config.yaml"))) == 1, "the resumed run's config sits beside it"
 
 
-def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path) -> None:
-    result = run_cli(*TINY_RUN, f"runs_dir={tmp_path}", "resume=true", data_dir=tiny_mnist)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
+def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    error = cli_in_process("src.train", *TINY_RUN, f"runs_dir={tmp_path}", "resume=true", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
         f"error: resume=true found no unfinished dropout_steplr_seed1 run under {tmp_path} (a run dir with "
         "checkpoints/last.ckpt and no summary.json); pass ckpt_path=... or start a new run without resume=true"
-    ]
+    )
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 
 
-def test_checkpoint_of_another_net_is_refused_in_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
-    first = run_cli("model=baseline", *TINY_RUN, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'a'}",
-                    data_dir=tiny_mnist)  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
-    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    result = run_cli("model=dropout_steplr", *TINY_RUN, f"ckpt_path={ckpt}", f"runs_dir={tmp_path / 'runs'}",
-                     data_dir=tiny_mnist)  # fmt: skip
-    assert_one_line_error(
-        result,
-        f"error: ckpt_path={ckpt} does not fit this run's DropoutGapNet: it holds recipe baseline's "
-        "BatchNormGapNet; use model=baseline",
+def test_checkpoint_of_another_net_is_refused_in_one_line(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    error = cli_in_process("src.train", "model=dropout_steplr", *TINY_RUN, f"ckpt_path={ckpt}",
+                           f"runs_dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
+        f"error: ckpt_path={ckpt} does not fit this run's DropoutGapNet: it holds recipe record's CompactGapNet; "
+        "use model=record"
     )
+    assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 
 
 def test_checkpoints_are_replaced_atomically(tmp_path: Path) -> None:
@@ -120,46 +128,45 @@ def test_checkpoints_are_replaced_atomically(tmp_path: Path) -> None:
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"], "no partial file is left behind"
 
 
-def test_failed_job_does_not_stop_the_multirun(tiny_mnist: Path, tmp_path: Path) -> None:
-    result = run_cli("-m", "optimizer.lr=-1,0.01", *TINY_RUN, "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}",
-                     data_dir=tiny_mnist)  # fmt: skip
-    assert result.returncode != 0
+def test_failed_job_does_not_stop_the_multirun(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    error = cli_in_process(
+        "src.train", "-m", "optimizer.lr=-1,0.01", *TINY_RUN, "trainer.max_epochs=1", "logger=none",
+        f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch,
+    )  # fmt: skip
     assert (tmp_path / "1_dropout_steplr_seed1" / "summary.json").is_file(), "the good job ran after the failed one"
     assert (tmp_path / "0_dropout_steplr_seed1" / "FAILED").read_text() == "error: optimizer.lr=-1.0 must be > 0\n"
     assert (tmp_path / "results.md").is_file()
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: 1 of 2 jobs failed: 0_dropout_steplr_seed1 (error: optimizer.lr=-1.0 must be > 0)"
-    )
+    assert error == "error: 1 of 2 jobs failed: 0_dropout_steplr_seed1 (error: optimizer.lr=-1.0 must be > 0)"
 
 
-def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_mnist: Path, tmp_path: Path) -> None:
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
     # lr 0.01 for epoch 1, then StepLR multiplies it by 1e8: epoch 2 diverges.
     blow_up = ("scheduler.lr_scheduler.step_size=1", "scheduler.lr_scheduler.gamma=1e8", "trainer.max_epochs=3")
-    result = run_cli(*TINY_RUN, *blow_up, f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
-    assert_one_line_error(result, "error: training diverged: loss is nan at epoch 2, step ")
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.endswith(f"with lr 1e+06; last good checkpoint: {tmp_path / 'checkpoints' / 'last.ckpt'}")
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+    error = cli_in_process("src.train", *TINY_RUN, *blow_up, "logger=none", f"hydra.run.dir={tmp_path}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error is not None and error.startswith("error: training diverged: loss is nan at epoch 2, step ")
+    assert error.endswith(f"with lr 1e+06; last good checkpoint: {tmp_path / 'checkpoints' / 'last.ckpt'}")
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert not (tmp_path / "summary.json").exists()
 
 
-def test_runs_started_together_get_their_own_dirs(tiny_mnist: Path, tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    quick = (*TINY_RUN, "trainer.max_epochs=1", "logger=none", f"runs_dir={runs}")
-    jobs = [start_cli(*quick, data_dir=tiny_mnist, stderr=tmp_path / f"{job}.err") for job in range(2)]
-    codes = [job.wait(timeout=300) for job in jobs]
-    assert codes == [0, 0], [(tmp_path / f"{job}.err").read_text()[-2000:] for job in range(2)]
-    dirs = sorted(runs.iterdir())
-    assert len(dirs) == 2 and all((folder / "summary.json").is_file() for folder in dirs)
+def test_runs_started_together_get_their_own_dirs(tmp_path: Path) -> None:
+    """A new run's dir is `<time to the microsecond>-<pid>_<run name>`: two processes never share a pid, so runs
+    started in the same microsecond still get their own dirs."""
+    name = Path(compose_train(f"runs_dir={tmp_path}").hydra.run.dir).relative_to(tmp_path).as_posix()
+    stamp = re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-(\d+)_dropout_steplr_seed1", name)
+    assert stamp is not None and int(stamp[1]) == os.getpid(), name
 
 
-def test_a_dir_holding_a_run_is_never_reused(tiny_mnist: Path, tmp_path: Path) -> None:
-    first = run_cli(*TINY_RUN, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
-    assert first.returncode == 0, first.stderr[-3000:]
-    before = (tmp_path / "summary.json").read_bytes()
-    again = run_cli(*TINY_RUN, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={tmp_path}", data_dir=tiny_mnist)
-    assert again.returncode != 0
-    assert again.stderr.strip().splitlines() == [
-        f"error: {tmp_path} already holds another run's files; give hydra.run.dir a new folder"
-    ]
-    assert (tmp_path / "summary.json").read_bytes() == before
+def test_a_dir_holding_a_run_is_never_reused(trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    finished = tmp_path / "finished"
+    shutil.copytree(trained_run, finished)
+    before = (finished / "summary.json").read_bytes()
+    error = cli_in_process("src.train", *TINY_RUN, "logger=none", f"hydra.run.dir={finished}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error == f"error: {finished} already holds another run's files; give hydra.run.dir a new folder"
+    assert (finished / "summary.json").read_bytes() == before
+    last = Path("checkpoints") / "last.ckpt"
+    assert (finished / last).read_bytes() == (trained_run / last).read_bytes()

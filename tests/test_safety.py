@@ -100,6 +100,7 @@ def test_foreign_target_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_pickle_payload_in_one_line(pickle_payload: tuple[Path, Path], tiny_mnist: Path) -> None:
     checkpoint, marker = pickle_payload
     result = run_cli(f"ckpt_path={checkpoint}", f"hydra.run.dir={checkpoint.parent / 'eval'}", data_dir=tiny_mnist,
