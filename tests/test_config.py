@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from src.core.errors import user_error_in
@@ -27,8 +28,22 @@ OWN_RECIPES = {
 }
 
 
+SPEEDRUN_PARAMS = 18_774
+
+
 def test_every_recipe_config_is_listed_here() -> None:
-    assert {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")} == set(RECIPES) | set(OWN_RECIPES)
+    recipes = {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")}
+    assert recipes == set(RECIPES) | set(OWN_RECIPES) | {"speedrun"}
+
+
+def test_speedrun_stays_under_budget_and_looks_at_the_test_set_once() -> None:
+    """No per-epoch evaluation (that would look at the test set during training), the test after the last epoch."""
+    cfg = compose_train("model=speedrun")
+    model = instantiate(cfg.model)
+    assert model.num_params == SPEEDRUN_PARAMS < 20_000
+    assert type(model.net).__name__ == "UnshuffleGapNet"
+    assert cfg.trainer.limit_val_batches == 0 and cfg.trainer.num_sanity_val_steps == 0 and cfg.test
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("recipe", sorted(OWN_RECIPES))
