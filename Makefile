@@ -6,6 +6,7 @@ PYTHON := $(VENV)/bin/python
 LOCK ?= requirements.lock
 STAMP := $(VENV)/.installed-$(if $(filter none,$(LOCK)),newest,lock)
 ARGS ?=
+TEST_WORKERS ?= 2  # pytest-xdist processes for make test (the suite is mostly single-threaded)
 RECIPES ?= baseline augmented dropout_steplr sequential_avgpool
 SEEDS ?= 3
 comma := ,
@@ -62,7 +63,7 @@ bench: install  ## train/eval throughput: published-style loop vs torchvision vs
 	$(PYTHON) -m src.bench $(ARGS)
 
 test: install  ## run the test suite (real-data tests run when DATA_DIR holds MNIST)
-	$(PYTHON) -m pytest $(ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 lint: install  ## ruff check and format check
 	$(VENV)/bin/ruff check src tests
