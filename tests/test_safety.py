@@ -21,7 +21,7 @@ from src.core.errors import UserError, one_line_exit
 from src.eval import evaluate
 from src.mnist.run import train
 from src.predict import predict
-from tests.conftest import REPO, assert_one_line_error, compose_train, run_cli
+from tests.conftest import REPO, cli_in_process, compose_train
 
 
 class ShellOnUnpickle:
@@ -100,13 +100,16 @@ def test_foreign_target_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_cli_refuses_a_pickle_payload_in_one_line(pickle_payload: tuple[Path, Path], tiny_mnist: Path) -> None:
+def test_eval_command_refuses_a_pickle_payload_in_one_line(
+    pickle_payload: tuple[Path, Path], tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m src.eval`, `__main__` block and Hydra included, in this process (the exit-status contract of the
+    eval command is tested in a new interpreter by test_eval_predict)."""
     checkpoint, marker = pickle_payload
-    result = run_cli(f"ckpt_path={checkpoint}", f"hydra.run.dir={checkpoint.parent / 'eval'}", data_dir=tiny_mnist,
-                     module="src.eval")  # fmt: skip
-    assert_one_line_error(result, str(checkpoint), "not loaded")
-    assert not marker.exists()
+    error = cli_in_process("src.eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={checkpoint.parent / 'eval'}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error is not None and error.startswith(f"error: ckpt_path={checkpoint} holds Python objects beyond tensors")
+    assert "\n" not in error and not marker.exists()
 
 
 def legacy_checkpoint(trained_run: Path, path: Path) -> dict:
