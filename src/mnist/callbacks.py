@@ -72,11 +72,16 @@ class EpochLog(pl.Callback):
         )  # fmt: skip
 
 
+def warmup_decay(decay: float, updates: torch.Tensor) -> torch.Tensor:
+    """(1 + n) / (10 + n) after n updates, capped at `decay`: the one place the warm-up schedule is written."""
+    return torch.clamp((1 + updates) / (10 + updates), max=decay)
+
+
 @torch.no_grad()
 def warmup_ema_update(
     decay: float, average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor
 ) -> torch.Tensor:
-    step_decay = torch.clamp((1 + updates) / (10 + updates), max=decay)
+    step_decay = warmup_decay(decay, updates)
     return step_decay * average + (1 - step_decay) * current
 
 
@@ -91,7 +96,7 @@ def warmup_ema_update_all(
         for average, current in zip(averages, currents, strict=True):
             average.copy_(warmup_ema_update(decay, average, current, updates))
         return
-    step_decay = torch.clamp((1 + updates) / (10 + updates), max=decay)
+    step_decay = warmup_decay(decay, updates)
     torch._foreach_mul_(averages, step_decay)
     torch._foreach_add_(averages, torch._foreach_mul(currents, 1 - step_decay))
 
