@@ -26,17 +26,18 @@ import time
 from pathlib import Path
 
 REFERENCE, TORCHVISION, TENSOR_FP32, TENSOR_BF16 = "a_reference", "b_torchvision", "c32_tensor", "c16_tensor"
-SEED_AFFINE_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "augmentation" / "seed_affine.yaml"
+AUGMENTATION_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
 PRECISION = {REFERENCE: "32-true", TORCHVISION: "32-true", TENSOR_FP32: "32-true", TENSOR_BF16: "bf16-mixed"}
 PIPELINE = {TORCHVISION: "torchvision", TENSOR_FP32: "tensor", TENSOR_BF16: "tensor"}
 
 
-def seed_affine() -> list:
-    """Write-up 001's augmentation, read from the recipe's own config group so that all variants use the same one."""
+def augmentation(name: str = "seed_affine") -> list:
+    """An `augmentation` config group's transforms (by default write-up 001's, which all variants use), read from
+    the group's own file so that the bench times what a run would apply."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    return list(instantiate(OmegaConf.load(SEED_AFFINE_CONFIG).transforms))
+    return list(instantiate(OmegaConf.load(AUGMENTATION_CONFIGS / f"{name}.yaml").transforms))
 
 
 def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]:
@@ -52,7 +53,7 @@ def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]
     torch.manual_seed(1)
     root = os.environ.get("DATA_DIR", "data")
     normalise = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
-    train_set = datasets.MNIST(root, train=True, transform=transforms.Compose(seed_affine() + normalise))
+    train_set = datasets.MNIST(root, train=True, transform=transforms.Compose(augmentation() + normalise))
     test_set = datasets.MNIST(root, train=False, transform=transforms.Compose(normalise))
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, shuffle=False)
@@ -119,13 +120,14 @@ def bare_step_rates(steps: int, batch_size: int, device: str, bf16: bool) -> dic
             optimizer.step()
         synchronize(device)
         rates[label] = steps * batch_size / (time.perf_counter() - start)
-    augment = BatchAugment(seed_affine())
     unit = torch.rand(batch_size, 1, 28, 28, device=device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        augment(unit)
-    synchronize(device)
-    rates["batched augmentation (seed_affine)"] = steps * batch_size / (time.perf_counter() - start)
+    for name in ("seed_affine", "elastic"):
+        augment = BatchAugment(augmentation(name))
+        start = time.perf_counter()
+        for _ in range(steps):
+            augment(unit)
+        synchronize(device)
+        rates[f"batched augmentation ({name})"] = steps * batch_size / (time.perf_counter() - start)
     return rates
 
 
