@@ -18,11 +18,23 @@ def test_default_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypat
     assert hardware.native_precision("cpu") == ("bf16-mixed" if native else "32-true")
 
 
+@pytest.mark.parametrize(("avx512_bf16", "amx"), [(False, False), (True, False), (False, True)])
+def test_native_bf16_means_the_instructions_not_onednns_emulation(monkeypatch, avx512_bf16: bool, amx: bool) -> None:
+    """oneDNN says bf16 is supported on any AVX-512 CPU, where it is emulated: the CPU's flags decide."""
+    monkeypatch.setattr(hardware.torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(hardware.torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    hardware.cpu_has_native_bf16.cache_clear()
+    try:
+        assert hardware.cpu_has_native_bf16() == (avx512_bf16 or amx)
+    finally:
+        hardware.cpu_has_native_bf16.cache_clear()
+
+
 def test_bf16_asked_of_a_cpu_that_emulates_it_gets_one_line_with_the_slowdown(monkeypatch) -> None:
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     message = hardware.emulated_bf16_warning("bf16-mixed", "cpu")
     assert message is not None and "\n" not in message
-    assert "no native bf16" in message and "4.4x slower" in message and "trainer.precision=32-true" in message
+    assert "no native bf16" in message and "1.7-4.4x slower" in message and "trainer.precision=32-true" in message
     assert hardware.emulated_bf16_warning("32-true", "cpu") is None
     assert hardware.emulated_bf16_warning("bf16-mixed", "cuda") is None
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)

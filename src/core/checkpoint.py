@@ -35,6 +35,7 @@ from src.core.files import replaced_atomically
 
 ALLOWED_TARGETS = frozenset({
     "src.mnist.module.MNISTClassifier",
+    "src.mnist.distill.Distillation",  # stores the teacher's path; reads it only when a training run starts
     "torch.optim.SGD",
     "torch.optim.Adam",
     "torch.optim.lr_scheduler.StepLR",

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.core.checkpoint import capture_rng_states, restore_rng_states
 from src.core.errors import UserError
+from src.mnist.distill import Distillation
 from src.mnist.nets import count_parameters
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -32,7 +33,8 @@ class MNISTClassifier(pl.LightningModule):
     (`total_steps: null`, as OneCycleLR) gets it from the trainer. `label_smoothing` softens the training targets
     only; validation and test report the plain NLL so every recipe's losses compare. `compile_mode` (a
     `torch.compile` mode, e.g. "default" or "reduce-overhead") compiles the net for training; the weights keep their
-    names, so checkpoints load either way.
+    names, so checkpoints load either way. `distillation` (`distill=teacher`) mixes a trained teacher's softened
+    outputs into the training loss.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class MNISTClassifier(pl.LightningModule):
         max_params: int = 20_000,
         label_smoothing: float = 0.0,
         compile_mode: str | None = None,
+        distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
         # Plain attributes, not save_hyperparameters: a checkpoint must hold tensors and plain data only (it is read
@@ -54,6 +57,7 @@ class MNISTClassifier(pl.LightningModule):
             modes = ", ".join(str(mode) for mode in COMPILE_MODES)
             raise UserError(f"model.compile_mode={compile_mode!r} is not one of {modes} (null: no compiling)")
         self.compile_mode = compile_mode
+        self.distillation = distillation
         self.net = net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:
@@ -81,6 +85,11 @@ class MNISTClassifier(pl.LightningModule):
         if stage == "fit" and self.compile_mode:  # evaluation alone is too short to repay the compile time
             self.net.compile(mode=self.compile_mode)
 
+    def on_fit_start(self) -> None:
+        if self.distillation is not None:
+            datamodule = self.trainer.datamodule
+            self.distillation.load(self.device, datamodule.val_split, datamodule.split_seed)
+
     def on_train_start(self) -> None:
         # The sanity-check validation pass must not count towards the best accuracy.
         self.val_acc_best.reset()
@@ -93,6 +102,8 @@ class MNISTClassifier(pl.LightningModule):
         log_probs = self(images)
         # cross_entropy re-normalises its input; log-probabilities are already normalised, so this is NLL + smoothing.
         loss = F.cross_entropy(log_probs, targets, label_smoothing=self.label_smoothing)
+        if self.distillation is not None:
+            loss = self.distillation.loss(images, log_probs, loss)
         self.check_finite(loss, batch_idx)
         accuracy = (log_probs.argmax(dim=1) == targets).float().mean()
         batch_size = len(targets)

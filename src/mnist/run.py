@@ -71,8 +71,11 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 
 def run_config(cfg: DictConfig) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild its model without the run dir: the resolved model node, recipe, seed."""
-    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": OmegaConf.to_container(cfg.model, resolve=True)}
+    """What a checkpoint needs to rebuild its model without the run dir (the resolved model node, recipe, seed),
+    and which training images it learned from (what distillation checks of a teacher)."""
+    split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "data": split}
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

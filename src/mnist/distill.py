@@ -1,0 +1,73 @@
+"""Knowledge distillation (Hinton et al., 2015): the student learns from the labels and from a trained teacher's
+softened outputs on the same augmented batch. The teacher is any checkpoint `src.train` wrote, with no parameter
+limit; it is read as every checkpoint is (`weights_only=True`, its `_target_`s allowlisted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from src.core.checkpoint import model_from_checkpoint
+from src.core.errors import UserError
+
+
+def teacher_split(checkpoint: dict[str, Any], path: str) -> dict[str, int]:
+    """The teacher's training split, as its run stored it; one line if its checkpoint predates storing it."""
+    split = (checkpoint.get("run_config") or {}).get("data")
+    if split is None:
+        raise UserError(
+            f"distill.checkpoint={path} does not say which training images its run held out (written before "
+            "distillation existed); train the teacher again with src.train"
+        )
+    return split
+
+
+class Distillation:
+    """The student's training loss: (1 - weight) × its own loss on the labels + weight × T² × KL(teacher ‖ student)
+    at temperature T (the T² keeps the soft term's gradients on the labels' scale as T changes).
+
+    A plain object, not a submodule: the teacher's weights stay out of the student's parameter count, optimiser,
+    EMA and checkpoints, and a student's checkpoint is evaluated without the teacher. The teacher is loaded when
+    training starts (`load`), so that `src.eval` of a distilled student never reads the teacher's file.
+    """
+
+    def __init__(self, checkpoint: str, weight: float = 0.5, temperature: float = 4.0) -> None:
+        if not 0 <= weight <= 1:
+            raise UserError(f"distill.weight={weight} must be between 0 (labels only) and 1 (teacher only)")
+        if temperature <= 0:
+            raise UserError(f"distill.temperature={temperature} must be > 0 (4 is usual; 1 leaves outputs as they are)")
+        self.checkpoint = checkpoint
+        self.weight = weight
+        self.temperature = temperature
+        self.teacher: nn.Module | None = None
+
+    def load(self, device: torch.device, val_split: int, split_seed: int) -> None:
+        """Reads the teacher, refusing one that trained on images this run holds out: a held-out score must come
+        from images neither net has learned from."""
+        teacher, checkpoint = model_from_checkpoint(self.checkpoint)
+        split = teacher_split(checkpoint, self.checkpoint)
+        same_split = split["val_split"] == val_split and split["split_seed"] == split_seed
+        if val_split and not same_split:
+            raise UserError(
+                f"distill.checkpoint={self.checkpoint} trained with data.val_split={split['val_split']} "
+                f"(split_seed {split['split_seed']}), so it has learned from images this run holds out "
+                f"(data.val_split={val_split}, split_seed {split_seed}); train the teacher with the same split"
+            )
+        self.teacher = teacher.net.to(device).eval().requires_grad_(False)
+
+    def loss(self, images: torch.Tensor, log_probs: torch.Tensor, label_loss: torch.Tensor) -> torch.Tensor:
+        if self.teacher is None:
+            raise RuntimeError("Distillation.loss before load: MNISTClassifier loads the teacher in on_fit_start")
+        with torch.no_grad():
+            teacher_log_probs = self.teacher(images).float()
+        temperature = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(log_probs.float() / temperature, dim=1),
+            F.log_softmax(teacher_log_probs / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return (1 - self.weight) * label_loss + self.weight * temperature**2 * soft
