@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from src.core.errors import UserError
 from src.mnist.data import MNISTDataModule
 from src.mnist.schema import validate
-from tests.conftest import REPO, TINY_RUN, TINY_TEST, cli_in_process, compose_train, run_cli
+from tests.conftest import REPO, TINY_RUN, TINY_TEST, cli_in_process, compose_train, run_cli, train_in_process
 
 SUMMARY_KEYS = {
     "recipe", "params", "seed", "epochs", "test_acc", "test_loss", "val_acc", "best_val_acc", "best_epoch",
@@ -89,6 +89,15 @@ def test_tensorboard_events_hold_metrics_and_figures(trained_run: Path) -> None:
     assert {"train/augmented_batch", "test/confusion_matrix"} <= set(events.Tags()["images"])
     if summary["test_acc"] < 100:
         assert "test/misclassified" in events.Tags()["images"]
+
+
+def test_a_held_out_run_without_test_logs_its_final_figures(tiny_mnist: Path, tmp_path: Path) -> None:
+    """test=false (how settings are chosen): TensorBoard's hparams get the validation figures, and no test figure."""
+    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=1", "data.val_split=64", "test=false")
+    summary = train_in_process(*overrides, "optimized_metric=val_acc", run_dir=tmp_path, data_dir=tiny_mnist)
+    assert summary["test_acc"] is None and summary["val_acc"] is not None
+    scalars = set(read_tensorboard(tmp_path).Tags()["scalars"])
+    assert {"hparams/val_acc", "hparams/best_val_acc"} <= scalars and "hparams/test_acc" not in scalars
 
 
 def test_multirun_leaves_one_dir_per_job_and_the_seed_table(

@@ -127,7 +127,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if logger:
         choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
         hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
-        metrics = {"hparams/test_acc": summary["test_acc"], "hparams/best_val_acc": summary["best_val_acc"] or 0.0}
+        finals = {name: summary[name] for name in ("test_acc", "val_acc", "best_val_acc")}
+        metrics = {f"hparams/{name}": value for name, value in finals.items() if value is not None}  # test=false: none
         logger.log_hyperparams({**hparams, "params": model.num_params, "epochs": summary["epochs"]}, metrics)
         logger.finalize("success")
     if cfg.test:
