@@ -60,6 +60,12 @@ def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> N
         Distillation("teacher.ckpt", **settings)
 
 
+def test_a_missing_teacher_is_named_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "teacher.ckpt"
+    with pytest.raises(UserError, match=f"distill.checkpoint: ckpt_path={missing} is not a file"):
+        Distillation(str(missing)).load(torch.device("cpu"), val_split=0, split_seed=0)
+
+
 def test_a_teacher_that_does_not_say_its_split_is_refused() -> None:
     with pytest.raises(UserError, match="old.ckpt does not say which training images its run held out"):
         teacher_split({"run_config": {"recipe": "record", "model": {}}}, "old.ckpt")

@@ -47,7 +47,10 @@ class Distillation:
     def load(self, device: torch.device, val_split: int, split_seed: int) -> None:
         """Reads the teacher, refusing one that trained on images this run holds out: a held-out score must come
         from images neither net has learned from."""
-        teacher, checkpoint = model_from_checkpoint(self.checkpoint)
+        try:
+            teacher, checkpoint = model_from_checkpoint(self.checkpoint)
+        except UserError as error:
+            raise UserError(f"distill.checkpoint: {error}") from None
         split = teacher_split(checkpoint, self.checkpoint)
         same_split = split["val_split"] == val_split and split["split_seed"] == split_seed
         if val_split and not same_split:
