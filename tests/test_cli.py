@@ -129,6 +129,10 @@ BAD_VALUES = [
     ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
     ("optimized_metric=test_loss", "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc"),
     ("test=false", "optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc"),
+    (
+        "distill=teacher",
+        "distill.checkpoint has no value (??? in the config); give one on the command line: distill.checkpoint=...",
+    ),
 ]
 
 

@@ -42,7 +42,7 @@ def test_the_loss_mixes_the_labels_and_the_teachers_softened_outputs() -> None:
 def test_the_teacher_gets_no_gradient_and_the_student_does() -> None:
     teacher, student, images = nets_and_batch()
     distillation = Distillation("unused.ckpt", weight=1.0)
-    distillation.teacher = teacher.requires_grad_(False)
+    distillation.teacher = teacher  # load() also freezes it; here the loss alone must keep gradients out of it
     distillation.loss(images, student.train()(images), torch.tensor(0.0)).backward()
     assert all(parameter.grad is None for parameter in teacher.parameters())
     assert all(parameter.grad is not None for parameter in student.parameters())
@@ -62,8 +62,8 @@ def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> N
 
 def test_a_missing_teacher_is_named_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "teacher.ckpt"
-    with pytest.raises(UserError, match=f"distill.checkpoint: ckpt_path={missing} is not a file"):
-        Distillation(str(missing)).load(torch.device("cpu"), val_split=0, split_seed=0)
+    with pytest.raises(UserError, match=f"distill.checkpoint={missing} is not a file"):
+        Distillation(str(missing)).load(torch.device("cpu"), torch.float32, val_split=0, split_seed=0)
 
 
 def test_a_teacher_that_does_not_say_its_split_is_refused() -> None:

@@ -79,13 +79,13 @@ def targets_in(node: Any) -> Iterator[str]:
             yield from targets_in(value)
 
 
-def check_targets(run_config: Any, path: Path) -> None:
+def check_targets(run_config: Any, path: Path, key: str = "ckpt_path") -> None:
     """A checkpoint's config may only name the project's own classes: instantiating any other callable could run
     anything (Hydra's own blocklist stops `os.system`, not every callable)."""
     for target in targets_in(run_config):
         if target not in ALLOWED_TARGETS and not target.startswith(ALLOWED_TARGET_MODULES):
             allowed = ", ".join([*sorted(ALLOWED_TARGETS), *(f"{prefix}*" for prefix in ALLOWED_TARGET_MODULES)])
-            raise UserError(f"ckpt_path={path} names _target_={target!r}, which is not one of {allowed}; not loaded")
+            raise UserError(f"{key}={path} names _target_={target!r}, which is not one of {allowed}; not loaded")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -115,29 +115,30 @@ class RunConfigInCheckpoint(pl.Callback):
         checkpoint["run_config"] = self.run_config
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """The checkpoint on the CPU (whatever device saved it), read with `weights_only=True` (tensors and plain
-    containers, no code), its `_target_`s checked; or one line saying why it is refused."""
+    containers, no code), its `_target_`s checked; or one line, naming the setting `key` that gave the path,
+    saying why it is refused."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"ckpt_path={path} is not a file")
+        raise UserError(f"{key}={path} is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(
-            f"ckpt_path={path} holds Python objects beyond tensors and plain data, and is not loaded (unpickling "
+            f"{key}={path} holds Python objects beyond tensors and plain data, and is not loaded (unpickling "
             "them could run code); if it is this project's checkpoint from before November 2026 and you trust it, "
             f"convert it: python -m src.core.checkpoint {path} NEW.ckpt"
         ) from None
     except Exception as error:  # torch raises many types for a non-checkpoint file
-        raise UserError(f"ckpt_path={path} is not a readable checkpoint ({type(error).__name__})") from None
+        raise UserError(f"{key}={path} is not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict)")
-    check_targets(checkpoint.get("run_config"), path)
+        raise UserError(f"{key}={path} is not a Lightning checkpoint (no state_dict)")
+    check_targets(checkpoint.get("run_config"), path, key)
     return checkpoint
 
 
-def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
+def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_path") -> None:
     """Loads the checkpoint's weights, or says in one line which net it holds (not a size-mismatch traceback)."""
     shapes = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
     if shapes == {name: tuple(value.shape) for name, value in model.state_dict().items()}:
@@ -149,17 +150,17 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
         holds = f"holds recipe {saved['recipe']}'s {net}; use model={saved['recipe']}"
     else:
         holds = "holds weights of another net"
-    raise UserError(f"ckpt_path={path} does not fit this run's {type(model.net).__name__}: it {holds}")
+    raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[pl.LightningModule, dict[str, Any]]:
+def model_from_checkpoint(path: str | Path, key: str = "ckpt_path") -> tuple[pl.LightningModule, dict[str, Any]]:
     """The trained model (eval mode) and the checkpoint it came from."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, key)
     run_config = checkpoint.get("run_config")
     if run_config is None:
-        raise UserError(f"ckpt_path={path} has no run_config: it was not written by src.train, so its net is unknown")
+        raise UserError(f"{key}={path} has no run_config: it was not written by src.train, so its net is unknown")
     model = instantiate(run_config["model"])
-    check_fits(model, checkpoint, path)
+    check_fits(model, checkpoint, path, key)
     return model.eval(), checkpoint
 
 

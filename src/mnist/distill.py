@@ -44,24 +44,21 @@ class Distillation:
         self.temperature = temperature
         self.teacher: nn.Module | None = None
 
-    def load(self, device: torch.device, val_split: int, split_seed: int) -> None:
-        """Reads the teacher, refusing one that trained on images this run holds out: a held-out score must come
-        from images neither net has learned from."""
-        try:
-            teacher, checkpoint = model_from_checkpoint(self.checkpoint)
-        except UserError as error:
-            raise UserError(f"distill.checkpoint: {error}") from None
-        split = teacher_split(checkpoint, self.checkpoint)
-        same_split = split["val_split"] == val_split and split["split_seed"] == split_seed
-        if val_split and not same_split:
+    def load(self, device: torch.device, dtype: torch.dtype, val_split: int, split_seed: int) -> None:
+        """Reads the teacher onto the student's device and dtype, refusing one that trained on images this run
+        holds out: a held-out score must come from images neither net has learned from."""
+        teacher, checkpoint = model_from_checkpoint(self.checkpoint, key="distill.checkpoint")
+        split = teacher_split(checkpoint, self.checkpoint) if val_split else None  # holding nothing out: any split
+        if split is not None and (split["val_split"], split["split_seed"]) != (val_split, split_seed):
             raise UserError(
                 f"distill.checkpoint={self.checkpoint} trained with data.val_split={split['val_split']} "
                 f"(split_seed {split['split_seed']}), so it has learned from images this run holds out "
                 f"(data.val_split={val_split}, split_seed {split_seed}); train the teacher with the same split"
             )
-        self.teacher = teacher.net.to(device).eval().requires_grad_(False)
+        self.teacher = teacher.net.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     def loss(self, images: torch.Tensor, log_probs: torch.Tensor, label_loss: torch.Tensor) -> torch.Tensor:
+        """The student's loss on this batch; the teacher sees the same (augmented) images, without gradients."""
         if self.teacher is None:
             raise RuntimeError("Distillation.loss before load: MNISTClassifier loads the teacher in on_fit_start")
         with torch.no_grad():

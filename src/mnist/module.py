@@ -88,7 +88,7 @@ class MNISTClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.distillation is not None:
             datamodule = self.trainer.datamodule
-            self.distillation.load(self.device, datamodule.val_split, datamodule.split_seed)
+            self.distillation.load(self.device, self.dtype, datamodule.val_split, datamodule.split_seed)
 
     def on_train_start(self) -> None:
         # The sanity-check validation pass must not count towards the best accuracy.

@@ -3,10 +3,11 @@ value is one line instead of a traceback from deep inside torch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from src.core.errors import UserError
@@ -54,8 +55,26 @@ class RunSchema:
                 raise UserError(f"{self.PATHS[name]}={getattr(self, name)} {rule}")
 
 
+def unset_values(node: DictConfig | ListConfig, path: str = "") -> Iterator[str]:
+    """The config paths left at `???`, found without resolving interpolations (one that points at a `???` would
+    raise OmegaConf's multi-line error, which is what this check replaces)."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        if not path and key == "hydra":  # Hydra's own node (in a config composed with it) is Hydra's to fill
+            continue
+        name = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_missing(node, key):
+            yield name
+        elif not OmegaConf.is_interpolation(node, key) and OmegaConf.is_config(child := node[key]):
+            yield from unset_values(child, name)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raises UserError for the first value of `RunSchema` with the wrong type or outside its range."""
+    """Raises UserError for a value the config leaves to the user (`???`) and for the first value of `RunSchema`
+    with the wrong type or outside its range."""
+    unset = next(unset_values(cfg), None)
+    if unset is not None:
+        raise UserError(f"{unset} has no value (??? in the config); give one on the command line: {unset}=...")
     schema = OmegaConf.structured(RunSchema)
     for field in fields(RunSchema):
         value = OmegaConf.select(cfg, RunSchema.PATHS[field.name], default=None)
