@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,6 +20,8 @@ from src.mnist.nets import count_parameters
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# MNIST's digits sit in the middle 20×20 of the 28×28 image: a roll by up to 4 px wraps only the empty margin.
+MAX_TEST_TIME_SHIFT = 4
 
 
 class Diverged(UserError):
@@ -34,7 +37,8 @@ class MNISTClassifier(pl.LightningModule):
     only; validation and test report the plain NLL so every recipe's losses compare. `compile_mode` (a
     `torch.compile` mode, e.g. "default" or "reduce-overhead") compiles the net for training; the weights keep their
     names, so checkpoints load either way. `distillation` (`distill=teacher`) mixes a trained teacher's softened
-    outputs into the training loss.
+    outputs into the training loss. `test_time_shifts` ([dx, dy] pixel shifts) makes evaluation average the
+    net's probabilities over each image and its shifted copies (validation, test, `src.eval` and `src.predict`).
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class MNISTClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         compile_mode: str | None = None,
         distillation: Distillation | None = None,
+        test_time_shifts: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         # Plain attributes, not save_hyperparameters: a checkpoint must hold tensors and plain data only (it is read
@@ -58,6 +63,14 @@ class MNISTClassifier(pl.LightningModule):
             raise UserError(f"model.compile_mode={compile_mode!r} is not one of {modes} (null: no compiling)")
         self.compile_mode = compile_mode
         self.distillation = distillation
+        self.test_time_shifts = [tuple(shift) for shift in test_time_shifts]
+        for shift in self.test_time_shifts:
+            whole_pixels = len(shift) == 2 and all(isinstance(step, int) for step in shift)
+            if not whole_pixels or max(map(abs, shift)) > MAX_TEST_TIME_SHIFT:
+                raise UserError(
+                    f"model.test_time_shifts has {list(shift)}; each shift is [dx, dy] in whole pixels, each at most "
+                    f"{MAX_TEST_TIME_SHIFT} (MNIST's empty margin), e.g. [[1, 0], [-1, 0], [0, 1], [0, -1]]"
+                )
         self.net = net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:
@@ -74,7 +87,13 @@ class MNISTClassifier(pl.LightningModule):
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """Log-probabilities. In evaluation with `test_time_shifts`, the mean of the probabilities over the image
+        and its shifted copies (one batch through the net); training always sees the images as they are."""
+        if self.training or not self.test_time_shifts:
+            return self.net(x)
+        views = [x] + [torch.roll(x, shifts=(dy, dx), dims=(2, 3)) for dx, dy in self.test_time_shifts]
+        log_probs = self.net(torch.cat(views)).view(len(views), len(x), -1)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(views))
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, targets = batch

@@ -137,8 +137,10 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "test acc %.2f%% (%s), test loss %.4f; summary: %s",
             summary["test_acc"], weights, summary["test_loss"], output_dir / "summary.json",
         )  # fmt: skip
-    else:
+    elif summary["val_acc"] is not None:
         log.info("final val acc %.2f%% (test=false); summary: %s", summary["val_acc"], output_dir / "summary.json")
+    else:  # e.g. the speedrun's schedule, which evaluates nothing during training
+        log.info("nothing evaluated (test=false, no validation epoch); summary: %s", output_dir / "summary.json")
     return summary
 
 
