@@ -44,6 +44,7 @@ def test_speedrun_stays_under_budget_and_looks_at_the_test_set_once() -> None:
     assert type(model.net).__name__ == "UnshuffleGapNet"
     assert cfg.trainer.limit_val_batches == 0 and cfg.trainer.num_sanity_val_steps == 0 and cfg.test
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert model.test_time_shifts == [(1, 0), (-1, 0), (0, 1), (0, -1)]
 
 
 @pytest.mark.parametrize("recipe", sorted(OWN_RECIPES))
