@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from src.core.logs import quiet_known_noise
+
 REFERENCE, TORCHVISION, TENSOR_FP32, TENSOR_BF16 = "a_reference", "b_torchvision", "c32_tensor", "c16_tensor"
 AUGMENTATION_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
 PRECISION = {REFERENCE: "32-true", TORCHVISION: "32-true", TENSOR_FP32: "32-true", TENSOR_BF16: "bf16-mixed"}
@@ -178,6 +180,7 @@ def machine(device: str) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_known_noise()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (938 = one full epoch)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")

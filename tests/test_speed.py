@@ -3,11 +3,14 @@ modes checked before training, and a compiled net whose checkpoint keys do not c
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hydra.utils import instantiate
 
 from src.core import hardware
 from src.core.errors import user_error_in
+from src.core.logs import quiet_known_noise
 from src.mnist.nets import DropoutGapNet
 from tests.conftest import compose_train
 
@@ -60,3 +63,13 @@ def test_compiled_net_keeps_its_weight_names() -> None:
     plain = instantiate(compose_train().model)
     plain.setup("test")
     assert plain.net._compiled_call_impl is None
+
+
+def test_torch_compile_note_about_cuda_on_a_cpu_machine_is_filtered(caplog) -> None:
+    """torch.compile logs it on every CPU-only machine; the other warnings of the same logger still show."""
+    quiet_known_noise()
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    with caplog.at_level(logging.WARNING):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+        logger.warning("something else about extensions")
+    assert [record.getMessage() for record in caplog.records] == ["something else about extensions"]

@@ -9,23 +9,31 @@ import warnings
 
 # Lightning calls torch's deprecated LeafSpec() on every step's outputs (fixed upstream, not in our pinned release).
 DEPRECATIONS = [(r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree")]
-# Advertisements for Lightning's cloud products, printed at every Trainer start.
-TIPS = ("💡 Tip: For seamless cloud",)
-LIGHTNING_INFO = "pytorch_lightning.utilities.rank_zero"
+# Logger → the starts of its messages that are not about the user's run: advertisements for Lightning's cloud
+# products at every Trainer start, and torch.compile's note that a CPU-only machine has no CUDA runtime.
+NOISE = {
+    "pytorch_lightning.utilities.rank_zero": ("💡 Tip: For seamless cloud",),
+    "torch.utils.cpp_extension": ("No CUDA runtime is found",),
+}
 
 
-class DropTips(logging.Filter):
+class DropNoise(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(TIPS)
+        return not str(record.msg).startswith(self.starts)
 
 
 def quiet_known_noise() -> None:
-    """Idempotent; called by the entry points before anything imports Lightning's trainer."""
+    """Idempotent; called by the entry points before anything imports Lightning's trainer or compiles."""
     for message, module in DEPRECATIONS:
         warnings.filterwarnings("ignore", message=message, module=module)
-    info = logging.getLogger(LIGHTNING_INFO)
-    if not any(isinstance(existing, DropTips) for existing in info.filters):
-        info.addFilter(DropTips())
+    for name, starts in NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, DropNoise) for existing in logger.filters):
+            logger.addFilter(DropNoise(starts))
 
 
 def stderr_is_terminal() -> bool:
