@@ -16,16 +16,16 @@ def on_gpu(accelerator: str) -> bool:
 @cache
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16: the instructions that run bf16 natively. oneDNN's own check is not asked: it also says yes
-    on AVX-512 CPUs without BF16, where it emulates bf16 (an Intel Xeon without AVX512-BF16: the dropout_steplr step
-    1.7x slower than fp32). x86 only: other CPUs (e.g. ARM with BF16) count as not native. Should torch drop these
-    private checks, the answer is no: fp32 is never the slow path."""
+    on AVX-512 CPUs without BF16, where it emulates bf16 (see EMULATED_BF16_SLOWDOWN). x86 only: other CPUs (e.g.
+    ARM with BF16) count as not native. Should torch drop these private checks, the answer is no: fp32 is never the
+    slow path."""
     checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(check() for check in checks if check is not None)
 
 
-# The dropout_steplr training step alone, fp32 against bf16 autocast, on CPUs without native bf16 (`make bench`):
-# an Intel Xeon with AVX-512 but not AVX512-BF16 (1 thread) and an AMD EPYC with AVX2 (1,332 vs 301 img/s).
-EMULATED_BF16_SLOWDOWN = (1.7, 1332 / 301)
+# The dropout_steplr training step alone, fp32 against bf16 autocast, on CPUs without native bf16 (`make bench`, 2
+# threads): an Intel Xeon with AVX-512 but not AVX512-BF16 (1,166 vs 676 img/s), an AMD EPYC with AVX2 (1,332 vs 301).
+EMULATED_BF16_SLOWDOWN = (1166 / 676, 1332 / 301)
 
 
 def emulated_bf16_warning(precision: str, device: str) -> str | None:

@@ -66,6 +66,7 @@ class BatchElastic(torch.nn.Module):
         self.kernel_size = size + 1 - size % 2
         self.mode = transform.interpolation.value
         self.fill = transform.fill[0] / 255
+        self.blur_matrices: dict[tuple[int, torch.device], torch.Tensor] = {}  # built once per image size and device
 
     def sample(self, n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
         """(n, H, W, 2) displacements, x then y; all samples' noise blurred by two small matrix products."""
@@ -81,11 +82,16 @@ class BatchElastic(torch.nn.Module):
 
     def blur_matrix(self, size: int, device: torch.device) -> torch.Tensor:
         """The Gaussian blur along one axis of `size` px, reflect padding included, as a (size, size) matrix: row i
-        weighs the pixels that output i sums. A matrix product runs ~10x faster than the 33-tap convolution."""
-        pad = self.kernel_size // 2
-        unit_rows = F.pad(torch.eye(size, device=device).unsqueeze(1), [pad, pad], mode="reflect")
-        kernel = gaussian_kernel(self.kernel_size, self.sigma, device)
-        return F.conv1d(unit_rows, kernel.view(1, 1, -1)).squeeze(1).T  # row j of the conv is the blur of pixel j
+        weighs the pixels that output i sums. Two small matrix products then blur a whole batch of fields, where
+        the convolution would run the kernel over padded copies of every field."""
+        key = (size, device)
+        if key not in self.blur_matrices:
+            pad = self.kernel_size // 2
+            unit_rows = F.pad(torch.eye(size, device=device).unsqueeze(1), [pad, pad], mode="reflect")
+            kernel = gaussian_kernel(self.kernel_size, self.sigma, device)
+            # Row j of the convolution is the blur of pixel j: column j of the matrix.
+            self.blur_matrices[key] = F.conv1d(unit_rows, kernel.view(1, 1, -1)).squeeze(1).T
+        return self.blur_matrices[key]
 
     def warp(self, images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
         """Each image resampled at the pixel centres plus its own displacement, filled as torchvision fills."""

@@ -128,7 +128,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
         hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
         finals = {name: summary[name] for name in ("test_acc", "val_acc", "best_val_acc")}
-        metrics = {f"hparams/{name}": value for name, value in finals.items() if value is not None}  # test=false: none
+        # Only the figures the run has: none for the test with test=false, none for validation without a val epoch.
+        metrics = {f"hparams/{name}": value for name, value in finals.items() if value is not None}
         logger.log_hyperparams({**hparams, "params": model.num_params, "epochs": summary["epochs"]}, metrics)
         logger.finalize("success")
     if cfg.test:

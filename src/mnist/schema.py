@@ -60,8 +60,6 @@ def unset_values(node: DictConfig | ListConfig, path: str = "") -> Iterator[str]
     raise OmegaConf's multi-line error, which is what this check replaces)."""
     keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
-        if not path and key == "hydra":  # Hydra's own node (in a config composed with it) is Hydra's to fill
-            continue
         name = f"{path}.{key}" if path else str(key)
         if OmegaConf.is_missing(node, key):
             yield name
