@@ -117,6 +117,14 @@ def compose_train(*overrides: str) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
+def compose_task(*overrides: str) -> DictConfig:
+    """What Hydra hands a run: the composed config without Hydra's own node (parts of which Hydra fills at run time)."""
+    cfg = compose_train(*overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 @contextmanager
 def logged_to(path: Path) -> Iterator[None]:
     """The project's INFO lines (recipe, parameter count, one line per epoch) into `path`, as Hydra's job logging

@@ -21,7 +21,7 @@ from src.core.errors import UserError, one_line_exit
 from src.eval import evaluate
 from src.mnist.run import train
 from src.predict import predict
-from tests.conftest import REPO, cli_in_process, compose_train
+from tests.conftest import REPO, cli_in_process, compose_task, compose_train
 
 
 class ShellOnUnpickle:
@@ -67,7 +67,7 @@ def predict_entry(checkpoint: Path, data: Path, tmp_path: Path) -> None:
 
 
 def resume_entry(checkpoint: Path, data: Path, tmp_path: Path) -> None:
-    cfg = compose_train("model=record", f"ckpt_path={checkpoint}", f"data.root={data}", "logger=none")
+    cfg = compose_task("model=record", f"ckpt_path={checkpoint}", f"data.root={data}", "logger=none")
     train(cfg, tmp_path)
 
 
