@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from src.core import hardware
@@ -73,3 +74,21 @@ def test_torch_compile_note_about_cuda_on_a_cpu_machine_is_filtered(caplog) -> N
         logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
         logger.warning("something else about extensions")
     assert [record.getMessage() for record in caplog.records] == ["something else about extensions"]
+
+
+def test_channels_last_changes_the_layout_not_the_outputs_or_the_checkpoint() -> None:
+    """`model.channels_last` stores the conv weights channels-last, so the convs run in that layout; the net's
+    outputs and its weight names stay those of the plain layout, and the weights load across the two."""
+    torch.manual_seed(0)
+    fast = instantiate(compose_train("model=speedrun", "model.channels_last=true").model).eval()
+    plain = instantiate(compose_train("model=speedrun", "model.channels_last=false").model).eval()
+    plain.load_state_dict(fast.state_dict())
+    convs = [module for module in fast.net.modules() if isinstance(module, torch.nn.Conv2d)]
+    assert convs and all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+    assert not plain.net.features[1].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert fast.net.features[:2](images).is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-5)
+    fast.load_state_dict(plain.state_dict())  # and back: the layout stays the model's own
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)

@@ -39,6 +39,8 @@ class MNISTClassifier(pl.LightningModule):
     names, so checkpoints load either way. `distillation` (`distill=teacher`) mixes a trained teacher's softened
     outputs into the training loss. `test_time_shifts` ([dx, dy] pixel shifts) makes evaluation average the
     net's probabilities over each image and its shifted copies (validation, test, `src.eval` and `src.predict`).
+    `channels_last` stores the conv weights channels-last, so every conv, BatchNorm and pool after the first runs
+    in that layout: faster in fp32 on CPUs without native bf16, slower in bf16 on CPUs with it (docs/speed.md).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class MNISTClassifier(pl.LightningModule):
         compile_mode: str | None = None,
         distillation: Distillation | None = None,
         test_time_shifts: Sequence[Sequence[int]] = (),
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         # Plain attributes, not save_hyperparameters: a checkpoint must hold tensors and plain data only (it is read
@@ -71,7 +74,7 @@ class MNISTClassifier(pl.LightningModule):
                     f"model.test_time_shifts has {list(shift)}; each shift is [dx, dy] in whole pixels, each at most "
                     f"{MAX_TEST_TIME_SHIFT} (MNIST's empty margin), e.g. [[1, 0], [-1, 0], [0, 1], [0, -1]]"
                 )
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:
             raise UserError(
