@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from src.core import hardware
 from src.core.errors import user_error_in
@@ -92,3 +95,27 @@ def test_channels_last_changes_the_layout_not_the_outputs_or_the_checkpoint() ->
         torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-5)
     fast.load_state_dict(plain.state_dict())  # and back: the layout stays the model's own
     assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+
+
+@pytest.mark.parametrize(("log_every_n_steps", "max_steps"), [(2, -1), (50, -1), (2, 3)])
+def test_training_metrics_are_the_exact_mean_over_the_epochs_samples(log_every_n_steps: int, max_steps: int) -> None:
+    """Training loss and accuracy are summed on the device and handed to Lightning only every `log_every_n_steps`
+    steps, at the epoch's last batch and on the run's last step; the logged values are still the plain mean over
+    every sample the epoch trained on (batches of unequal size included). lr 0 keeps the weights fixed, so each
+    batch's loss can be recomputed afterwards (BatchNorm normalises with the batch's own statistics in training)."""
+    torch.manual_seed(0)
+    model = instantiate(compose_train("model=tiny", "scheduler=none", "optimizer.lr=0").model)
+    batches = [(torch.randn(size, 1, 28, 28), torch.randint(0, 10, (size,))) for size in (8, 8, 8, 8, 3)]
+    trainer = pl.Trainer(
+        max_epochs=1, max_steps=max_steps, log_every_n_steps=log_every_n_steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
+    trained = batches[: trainer.global_step]
+    with torch.no_grad():
+        outputs = [(model.net.train()(images), targets) for images, targets in trained]
+    samples = sum(len(targets) for _, targets in trained)
+    loss = sum(F.nll_loss(log_probs, targets, reduction="sum") for log_probs, targets in outputs) / samples
+    correct = sum((log_probs.argmax(1) == targets).sum() for log_probs, targets in outputs)
+    torch.testing.assert_close(trainer.callback_metrics["train/loss"], loss)
+    torch.testing.assert_close(trainer.callback_metrics["train/acc"], correct / samples)
