@@ -40,7 +40,8 @@ class MNISTClassifier(pl.LightningModule):
     outputs into the training loss. `test_time_shifts` ([dx, dy] pixel shifts) makes evaluation average the
     net's probabilities over each image and its shifted copies (validation, test, `src.eval` and `src.predict`).
     `channels_last` stores the conv weights channels-last, so every conv, BatchNorm and pool after the first runs
-    in that layout: faster in fp32 on CPUs without native bf16, slower in bf16 on CPUs with it (docs/speed.md).
+    in that layout: faster for the `speedrun` net in fp32 on a CPU, slower for `dropout_steplr` and in bf16 on a
+    CPU with native bf16 (docs/speed.md), hence a recipe's choice.
     """
 
     def __init__(
