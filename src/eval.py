@@ -1,5 +1,6 @@
 """`python -m src.eval ckpt_path=...`: test loss and accuracy of a checkpoint, written to the eval's `eval.json`
-(its own name, so that tables of training runs never mistake an eval for one)."""
+(its own name, so that tables of training runs never mistake an eval for one). `test_time_shifts=[]` (or other
+shifts) evaluates the same weights with other test-time shifts than the run's own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.core.checkpoint import model_from_checkpoint
 from src.core.errors import one_line_exit
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    model, checkpoint = model_from_checkpoint(ckpt_path)
+    shifts = cfg.test_time_shifts
+    overrides = None if shifts is None else {"test_time_shifts": OmegaConf.to_container(shifts)}
+    model, checkpoint = model_from_checkpoint(ckpt_path, model_overrides=overrides)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
@@ -36,6 +39,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
         "epoch": checkpoint["epoch"] + 1,
         "test_acc": round(100.0 * test["test/acc"], 4),
         "test_loss": test["test/loss"],
+        "test_time_shifts": [list(shift) for shift in model.test_time_shifts],
         **provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size),
     }
     write_json_atomically(output_dir / "eval.json", summary)

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from src.core.checkpoint import model_from_checkpoint
-from src.mnist.data import MNIST_MEAN, MNIST_STD
+from src.mnist.data import MNIST_MEAN, MNIST_STD, MNISTDataModule
 from src.predict import to_mnist
 from tests.conftest import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
 
-EVAL_KEYS = {"ckpt_path", "recipe", "seed", "params", "epoch", "test_acc", "test_loss"}
+EVAL_KEYS = {"ckpt_path", "recipe", "seed", "params", "epoch", "test_acc", "test_loss", "test_time_shifts"}
 
 
 def test_eval_reports_the_training_runs_test_accuracy(trained_run: Path, evaluated_run: Path) -> None:
@@ -31,6 +31,26 @@ def test_eval_reports_the_training_runs_test_accuracy(trained_run: Path, evaluat
     assert (evaluated["recipe"], evaluated["seed"], evaluated["epoch"], evaluated["params"]) == ("record", 1, 2, 7_666)
     assert evaluated["test_acc"] == trained["test_acc"] == trained["per_epoch"][-1]["val_acc"]
     assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-5)
+
+
+def test_eval_with_other_test_time_shifts_evaluates_the_same_weights(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`test_time_shifts=[]` scores the run's weights without the recipe's shifts (`record` has eight): the accuracy
+    of the bare net on the test images, and eval.json says which shifts it used."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    error = cli_in_process("src.eval", f"ckpt_path={ckpt}", "test_time_shifts=[]", f"hydra.run.dir={tmp_path}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None, error
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    model, _ = model_from_checkpoint(ckpt)
+    assert len(model.test_time_shifts) == 8 and evaluated["test_time_shifts"] == []
+    datamodule = MNISTDataModule(root=str(tiny_mnist), eval_batch_size=1000)
+    datamodule.setup("test")
+    with torch.inference_mode():
+        batches = (datamodule.on_after_batch_transfer(batch, 0) for batch in datamodule.test_dataloader())
+        correct = sum((model.net(images).argmax(1) == labels).sum().item() for images, labels in batches)
+    assert evaluated["test_acc"] == pytest.approx(100 * correct / len(datamodule.test_set))
 
 
 @pytest.mark.slow

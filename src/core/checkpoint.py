@@ -15,7 +15,7 @@ import pickle
 import random
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +153,16 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")
 
 
-def model_from_checkpoint(path: str | Path, key: str = "ckpt_path") -> tuple[pl.LightningModule, dict[str, Any]]:
-    """The trained model (eval mode) and the checkpoint it came from."""
+def model_from_checkpoint(
+    path: str | Path, key: str = "ckpt_path", model_overrides: Mapping[str, Any] | None = None
+) -> tuple[pl.LightningModule, dict[str, Any]]:
+    """The trained model (eval mode) and the checkpoint it came from. `model_overrides` replace settings of the
+    stored model config that do not touch the weights (e.g. `test_time_shifts`), checked as the model checks them."""
     checkpoint = load_checkpoint(path, key)
     run_config = checkpoint.get("run_config")
     if run_config is None:
         raise UserError(f"{key}={path} has no run_config: it was not written by src.train, so its net is unknown")
-    model = instantiate(run_config["model"])
+    model = instantiate({**run_config["model"], **(model_overrides or {})})
     check_fits(model, checkpoint, path, key)
     return model.eval(), checkpoint
 
