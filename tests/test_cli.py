@@ -81,7 +81,8 @@ def test_run_keeps_its_checkpoints_and_prints_its_lines(trained_run: Path) -> No
     assert int(epoch) + 1 == summary["best_epoch"]
     assert float(val_acc) == pytest.approx(summary["best_val_acc"] / 100, abs=1e-4)
     log = (trained_run / "train.log").read_text()
-    assert "recipe record: CompactGapNet has 7,666 parameters" in log
+    assert "recipe record: CompactGapNet(stem=[10, 16], squeeze=10, body=[14, 16, 16]) has 7,666 parameters" in log
+    assert summary["net"] == "CompactGapNet(stem=[10, 16], squeeze=10, body=[14, 16, 16])"
     assert "epoch 1/2 | train loss" in log and "epoch 2/2 | train loss" in log
     assert f"test acc {summary['test_acc']:.2f}% (EMA weights)" in log
 

@@ -1,7 +1,17 @@
+import re
+
 import pytest
 import torch
 
-from src.mnist.nets import BatchNormGapNet, DropoutGapNet, SequentialAvgPoolNet, count_parameters
+from src.core.errors import UserError
+from src.mnist.nets import (
+    BatchNormGapNet,
+    CompactGapNet,
+    DropoutGapNet,
+    SequentialAvgPoolNet,
+    budget_filling_gap_net,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize(
@@ -18,3 +28,40 @@ def test_nets_return_log_probabilities_for_ten_classes(net: torch.nn.Module) -> 
     log_probs = net(torch.randn(5, 1, 28, 28))
     assert log_probs.shape == (5, 10)
     torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(5))
+
+
+@pytest.mark.parametrize("budget", [4_000, 8_000])
+@pytest.mark.parametrize(
+    "shape",
+    [{}, {"stem_convs": 1, "body_convs": 4}, {"stem_convs": 3, "body_convs": 4, "growth": 1.4},
+     {"stem_ratio": 0.4, "squeeze_ratio": 1.6, "growth": 0.8}],
+)  # fmt: skip
+def test_a_shape_is_widened_to_fill_its_budget(budget: int, shape: dict[str, float]) -> None:
+    net = budget_filling_gap_net(budget, **shape)
+    assert 0.9 * budget <= count_parameters(net) < budget
+    wider = budget_filling_gap_net(budget + 400, **shape)  # more budget, the same shape: every width at least as wide
+    assert count_parameters(wider) > count_parameters(net)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_budget_filled_net_is_the_compact_net_of_its_widths_with_the_same_initial_weights() -> None:
+    """Sizing it builds nets on the meta device only: the random stream a seed gives is left to the real net."""
+    torch.manual_seed(3)
+    net = budget_filling_gap_net(4_000, stem_convs=2, body_convs=3)
+    stem, squeeze, body = re.fullmatch(r"stem=\[(.*)\], squeeze=(\d+), body=\[(.*)\]", net.extra_repr()).groups()
+    torch.manual_seed(3)
+    twin = CompactGapNet([int(w) for w in stem.split(",")], int(squeeze), [int(w) for w in body.split(",")])
+    for (name, weight), twin_weight in zip(net.state_dict().items(), twin.state_dict().values(), strict=True):
+        torch.testing.assert_close(weight, twin_weight, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [({"stem_convs": 3, "body_convs": 6}, r"stem_convs=3, body_convs=6 leave a -1×-1 map"),
+     ({"stem_convs": 0}, r"stem_convs=0, body_convs=3 leave a 8×8 map; each needs at least one conv"),
+     ({"growth": 0.0}, r"growth=0.0 must all be > 0"),
+     ({"max_params": 50}, r"max_params=50 is too small for even 1-channel convs of this shape")],
+)  # fmt: skip
+def test_a_shape_that_cannot_be_built_is_one_line(shape: dict[str, float], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        budget_filling_gap_net(**{"max_params": 4_000, **shape})

@@ -203,3 +203,24 @@ def test_dropout_is_searched_only_where_the_net_has_one(recipe: str, searched: b
     suggest_dropout(compose_train(f"model={recipe}", "hparams_search=optuna"), trial)
     assert ("model.net.dropout" in trial.params) is searched
     assert not searched or 0.0 <= trial.params["model.net.dropout"] <= 0.15
+
+
+@needs_sweep_extras
+def test_layout_search_compares_shapes_at_the_recipes_budget(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe's net is replaced whole by the searched shape, widened to the recipe's budget (tiny: < 4,000)."""
+    error = cli_in_process("src.train", "hparams_search=layout", "model=tiny", *TINY_RUN, "trainer.max_epochs=1",
+                           "data.val_split=64", "hydra.sweeper.n_trials=2", *QUIET, f"hydra.sweep.dir={tmp_path}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None
+    summaries = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
+    assert len(summaries) == 2 and all(summary["test_acc"] is None for summary in summaries)
+    assert all(3_600 <= summary["params"] < 4_000 for summary in summaries)
+    assert len({summary["net"] for summary in summaries}) == 2
+    assert all(re.fullmatch(r"CompactGapNet\(stem=\[[\d, ]+\], squeeze=\d+, body=\[[\d, ]+\]\)", summary["net"])
+               for summary in summaries)  # fmt: skip
+    lines = [line for path in tmp_path.rglob("overrides.yaml") for line in path.read_text().splitlines()]
+    searched = {line.split("=")[0] for line in lines if "searched_net" in line}
+    assert searched == {f"- searched_net.{key}" for key in
+                        ("stem_convs", "body_convs", "stem_ratio", "squeeze_ratio", "growth")}  # fmt: skip

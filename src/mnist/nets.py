@@ -10,6 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from src.core.errors import UserError
+
+IMAGE_SIZE = 28
+
 
 def conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 0) -> nn.Sequential:
     """conv → ReLU → BatchNorm, the block both write-ups repeat (they normalise after the activation)."""
@@ -127,9 +131,55 @@ class CompactGapNet(nn.Module):
             channels = width
         layers += [nn.Conv2d(channels, 10, 1), nn.AdaptiveAvgPool2d(1)]
         self.features = nn.Sequential(*layers)
+        self.widths = f"stem={list(stem)}, squeeze={squeeze}, body={list(body)}"
+
+    def extra_repr(self) -> str:
+        return self.widths
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+def budget_filling_gap_net(
+    max_params: int,
+    stem_convs: int = 2,
+    body_convs: int = 3,
+    stem_ratio: float = 0.8,
+    squeeze_ratio: float = 0.8,
+    growth: float = 1.1,
+    dropout: float = 0.0,
+) -> CompactGapNet:
+    """A CompactGapNet given by its shape instead of its widths, widened until one more step would reach
+    `max_params`: so that a layout search (`hparams_search=layout`) compares where the parameters go, not how many
+    there are. Widths are `base · growth^i` along each stack, the stem's scaled by `stem_ratio`, the 1×1 squeeze
+    `squeeze_ratio` times the body's first width; `base` is the largest that fits (bisection: widths only grow with
+    it). The same arguments always give the same net, so a checkpoint's config rebuilds it."""
+    side = (IMAGE_SIZE - 2 * stem_convs) // 2 - 2 * body_convs
+    if stem_convs < 1 or body_convs < 1 or side < 1:
+        raise UserError(
+            f"stem_convs={stem_convs}, body_convs={body_convs} leave a {side}×{side} map; each needs at least one "
+            f"conv and the unpadded convs must leave at least 1×1 ((28 - 2·stem) // 2 - 2·body >= 1)"
+        )
+    if min(stem_ratio, squeeze_ratio, growth) <= 0:
+        raise UserError(f"stem_ratio={stem_ratio}, squeeze_ratio={squeeze_ratio} and growth={growth} must all be > 0")
+
+    def build(base: float) -> CompactGapNet:
+        width = lambda scale, i: max(1, round(base * scale * growth**i))  # noqa: E731
+        body = [width(1.0, i) for i in range(body_convs)]
+        stem = [width(stem_ratio, i) for i in range(stem_convs)]
+        return CompactGapNet(stem, max(1, round(squeeze_ratio * body[0])), body, dropout)
+
+    def fits(base: float) -> bool:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            return count_parameters(build(base)) < max_params
+
+    low, high = 0.0, float(max_params)  # base 0: every width 1, the smallest net of this shape
+    if not fits(low):
+        raise UserError(f"max_params={max_params:,} is too small for even 1-channel convs of this shape")
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return build(low)
 
 
 class UnshuffleGapNet(nn.Module):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +23,7 @@ from src.core.hardware import emulated_bf16_warning
 from src.core.provenance import provenance
 from src.core.rundirs import UNFINISHED_MARK
 from src.mnist.callbacks import EpochLog
-from src.mnist.module import Diverged
+from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.schema import validate
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,19 @@ log = logging.getLogger(__name__)
 TARGET_ACC = 99.4
 
 
+def net_description(net: torch.nn.Module) -> str:
+    """`CompactGapNet(stem=[8, 10], squeeze=8, body=[10, 10, 12])`: enough to write the net into a recipe (a layout
+    search's trials differ only in it); nets without widths in their arguments give their class name alone."""
+    widths = net.extra_repr()
+    return f"{type(net).__name__}({widths})" if widths else type(net).__name__
+
+
 def build_summary(
-    cfg: DictConfig, params: int, rows: list[dict[str, Any]], test: dict[str, float], seconds: dict[str, float]
+    cfg: DictConfig,
+    model: MNISTClassifier,
+    rows: list[dict[str, Any]],
+    test: dict[str, float],
+    seconds: dict[str, float],
 ) -> dict[str, Any]:
     """The run's record: final-epoch test figures plus the per-epoch curve (accuracies in %)."""
     evaluated = [row for row in rows if row["val_acc"] is not None]
@@ -39,7 +51,8 @@ def build_summary(
     first = next((row for row in evaluated if row["val_acc"] >= TARGET_ACC), None)
     return {
         "recipe": cfg.recipe,
-        "params": params,
+        "params": model.num_params,
+        "net": net_description(model.net),
         "seed": cfg.seed,
         "epochs": len(rows),
         "test_acc": round(100.0 * test["test/acc"], 4) if test else None,
@@ -87,7 +100,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
     model = instantiate(cfg.model)
-    log.info("recipe %s: %s has %s parameters", cfg.recipe, type(model.net).__name__, f"{model.num_params:,}")
+    log.info("recipe %s: %s has %s parameters", cfg.recipe, net_description(model.net), f"{model.num_params:,}")
     if checkpoint_path is not None:
         check_fits(copy.deepcopy(model), load_checkpoint(checkpoint_path), checkpoint_path)
         log.info("continuing from %s", checkpoint_path)
@@ -118,7 +131,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if cfg.test else {}
     seconds["test"] = time.perf_counter() - start
 
-    summary = build_summary(cfg, model.num_params, epoch_log.rows, test, seconds)
+    summary = build_summary(cfg, model, epoch_log.rows, test, seconds)
     summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
     summary.update(provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size))
     if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
