@@ -23,7 +23,6 @@ from src.core.rundirs import FAILED_MARK, holds_only_hydra_files
 
 log = logging.getLogger(__name__)
 
-quiet_known_noise()
 register_resolvers()  # before @hydra.main composes, and in launcher processes that import this module to run a job
 
 
@@ -45,6 +44,7 @@ def main(cfg: DictConfig) -> float:
     """Returns the task's objective for sweepers. A single run stops with one `error:` line for a UserError. In a
     multirun a failed job writes FAILED into its dir and returns NaN (or, with `raise_failed_jobs`, raises), so the
     other jobs still run; the sweep's end report lists the failures."""
+    quiet_known_noise()  # here, not at import: a launcher's worker process (joblib) runs jobs with filters of its own
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # Lightning's DDP launcher restarts this script per extra device with hydra.run.dir set to this run's dir.

@@ -65,6 +65,7 @@ def test_ddp_sim_matches_one_process_and_syncs_its_metrics(
     one = train_in_process(*TINY_RUN, *recipe, "trainer=cpu", run_dir=tmp_path / "cpu", data_dir=tiny_mnist)
     assert re.fullmatch(r"2 × .+ \(1 thread, (no )?native bf16\)", ddp["device"]), ddp["device"]
     assert "epoch 3/3 | train loss" in result.stdout + result.stderr
+    assert "deprecated" not in result.stdout + result.stderr and "Tip:" not in result.stdout + result.stderr
     for single, two in zip(one["per_epoch"], ddp["per_epoch"], strict=True):  # measured: within 8.3 % and 5.6 %
         assert two["train_loss"] == pytest.approx(single["train_loss"], rel=0.12), (single, two)
         assert two["val_loss"] == pytest.approx(single["val_loss"], rel=0.12), (single, two)
@@ -113,6 +114,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_and_the_sweep_is_aggregated(tiny_
         env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "deprecated" not in result.stderr + result.stdout  # the worker processes filter library noise too
     assert "JoblibLauncher" in (tmp_path / "multirun.yaml").read_text()
     summaries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*/summary.json"))]
     assert [summary["seed"] for summary in summaries] == [1, 2]
