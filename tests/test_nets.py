@@ -39,7 +39,7 @@ def test_nets_return_log_probabilities_for_ten_classes(net: torch.nn.Module) -> 
 def test_a_shape_is_widened_to_fill_its_budget(budget: int, shape: dict[str, float]) -> None:
     net = budget_filling_gap_net(budget, **shape)
     assert 0.9 * budget <= count_parameters(net) < budget
-    wider = budget_filling_gap_net(budget + 400, **shape)  # more budget, the same shape: every width at least as wide
+    wider = budget_filling_gap_net(budget + 400, **shape)  # more budget, the same shape: more parameters
     assert count_parameters(wider) > count_parameters(net)
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 

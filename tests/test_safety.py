@@ -48,6 +48,8 @@ def with_foreign_target(trained_run: Path, tmp_path: Path, where: str) -> tuple[
     foreign = {"_target_": "subprocess.run", "args": ["touch", str(marker)]}
     if where == "net":
         state["run_config"]["model"]["net"] = foreign
+    elif where == "through_nets":  # a name the nets module imports, not one of its nets
+        state["run_config"]["model"]["net"] = {"_target_": "src.mnist.nets.torch.save", "obj": 0, "f": str(marker)}
     else:  # nested below the optimiser: every level is checked, not only the top
         state["run_config"]["model"]["optimizer"] = {"_target_": "builtins.exec", "_args_": [f"open('{marker}','w')"]}
     torch.save(state, checkpoint)
@@ -89,13 +91,14 @@ def test_pickle_payload_is_refused_and_runs_nothing(
     assert "\n" not in str(one_line_exit(refused.value))
 
 
-@pytest.mark.parametrize("where", ["net", "optimizer"])
+@pytest.mark.parametrize("where", ["net", "optimizer", "through_nets"])
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_foreign_target_is_refused_and_runs_nothing(
     entry: str, where: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path
 ) -> None:
     checkpoint, marker = with_foreign_target(trained_run, tmp_path, where)
-    with pytest.raises(UserError, match=r"names _target_='(subprocess\.run|builtins\.exec)', which is not one of"):
+    foreign = r"(subprocess\.run|builtins\.exec|src\.mnist\.nets\.torch\.save)"
+    with pytest.raises(UserError, match=rf"names _target_='{foreign}', which is not one of"):
         ENTRIES[entry](checkpoint, tiny_mnist, tmp_path)
     assert not marker.exists()
 

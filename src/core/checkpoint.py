@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import pickle
 import random
 import sys
@@ -79,11 +80,22 @@ def targets_in(node: Any) -> Iterator[str]:
             yield from targets_in(value)
 
 
+def defined_in_allowed_module(target: str) -> bool:
+    """`src.mnist.nets.CompactGapNet`, not `src.mnist.nets.torch.load`: Hydra resolves a dotted path through
+    whatever a module imports, so only a name the module itself defines is one of the project's nets."""
+    for prefix in ALLOWED_TARGET_MODULES:
+        name = target.removeprefix(prefix)
+        if name != target and name.isidentifier():
+            module = importlib.import_module(prefix.removesuffix("."))
+            return getattr(getattr(module, name, None), "__module__", None) == module.__name__
+    return False
+
+
 def check_targets(run_config: Any, path: Path, key: str = "ckpt_path") -> None:
     """A checkpoint's config may only name the project's own classes: instantiating any other callable could run
     anything (Hydra's own blocklist stops `os.system`, not every callable)."""
     for target in targets_in(run_config):
-        if target not in ALLOWED_TARGETS and not target.startswith(ALLOWED_TARGET_MODULES):
+        if target not in ALLOWED_TARGETS and not defined_in_allowed_module(target):
             allowed = ", ".join([*sorted(ALLOWED_TARGETS), *(f"{prefix}*" for prefix in ALLOWED_TARGET_MODULES)])
             raise UserError(f"{key}={path} names _target_={target!r}, which is not one of {allowed}; not loaded")
 

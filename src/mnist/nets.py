@@ -131,10 +131,10 @@ class CompactGapNet(nn.Module):
             channels = width
         layers += [nn.Conv2d(channels, 10, 1), nn.AdaptiveAvgPool2d(1)]
         self.features = nn.Sequential(*layers)
-        self.widths = f"stem={list(stem)}, squeeze={squeeze}, body={list(body)}"
+        self.stem, self.squeeze, self.body = list(stem), squeeze, list(body)
 
     def extra_repr(self) -> str:
-        return self.widths
+        return f"stem={self.stem}, squeeze={self.squeeze}, body={self.body}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.features(x).flatten(1), dim=1)
@@ -164,9 +164,10 @@ def budget_filling_gap_net(
         raise UserError(f"stem_ratio={stem_ratio}, squeeze_ratio={squeeze_ratio} and growth={growth} must all be > 0")
 
     def build(base: float) -> CompactGapNet:
-        width = lambda scale, i: max(1, round(base * scale * growth**i))  # noqa: E731
-        body = [width(1.0, i) for i in range(body_convs)]
-        stem = [width(stem_ratio, i) for i in range(stem_convs)]
+        def widths(scale: float, convs: int) -> list[int]:
+            return [max(1, round(base * scale * growth**i)) for i in range(convs)]
+
+        stem, body = widths(stem_ratio, stem_convs), widths(1.0, body_convs)
         return CompactGapNet(stem, max(1, round(squeeze_ratio * body[0])), body, dropout)
 
     def fits(base: float) -> bool:
@@ -206,6 +207,10 @@ class UnshuffleGapNet(nn.Module):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels, 10)
+        self.stem, self.body, self.padded = list(stem), list(body), padded
+
+    def extra_repr(self) -> str:
+        return f"stem={self.stem}, body={self.body}, padded={self.padded}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.head(self.features(x)), dim=1)
