@@ -19,8 +19,9 @@ from src.core.checkpoint import model_from_checkpoint
 from src.core.errors import UserError, one_line_exit
 from src.core.resolvers import register_resolvers
 from src.mnist.data import MNIST_MEAN, MNIST_STD
+from src.mnist.nets import IMAGE_SIZE as SIDE
 
-SIDE, DIGIT_BOX = 28, 20
+DIGIT_BOX = 20
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from src.core.errors import UserError
 
-IMAGE_SIZE = 28
+IMAGE_SIZE = 28  # every net takes 1×IMAGE_SIZE×IMAGE_SIZE
 
 
 def conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 0) -> nn.Sequential:
