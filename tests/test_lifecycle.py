@@ -100,15 +100,19 @@ def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Pa
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 
 
+@pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),
+                                         ("model.net.body=[14,16,18]", "CompactGapNet")])  # fmt: skip
 def test_checkpoint_of_another_net_is_refused_in_one_line(
-    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
+    net: str, run: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
+    """Another recipe's net, or the same recipe's with other widths (a layout search's trial): the line names the
+    checkpoint's widths."""
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    error = cli_in_process("src.train", "model=dropout_steplr", *TINY_RUN, f"ckpt_path={ckpt}",
+    error = cli_in_process("src.train", "model=record", net, *TINY_RUN, f"ckpt_path={ckpt}",
                            f"runs_dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
-        f"error: ckpt_path={ckpt} does not fit this run's DropoutGapNet: it holds recipe record's CompactGapNet; "
-        "use model=record"
+        f"error: ckpt_path={ckpt} does not fit this run's {run}: it holds recipe record's "
+        "CompactGapNet(stem=[10, 16], squeeze=10, body=[14, 16, 16]); use model=record with that net"
     )
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 

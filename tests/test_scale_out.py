@@ -187,6 +187,24 @@ def test_optuna_search_maximises_held_out_accuracy_and_continues(
     assert len(list(tmp_path.rglob("summary.json"))) == 5  # the first session's trial dirs are kept
 
 
+@needs_sweep_extras
+def test_a_search_scores_a_recipe_that_skips_validation(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`speedrun` evaluates nothing during training (limit_val_batches=0); in a search its trials still get a
+    held-out score instead of failing for want of val_acc."""
+    import optuna
+
+    error = cli_in_process("src.train", "hparams_search=optuna", "model=speedrun", *TINY_RUN, "trainer.max_epochs=1",
+                           "data.val_split=64", "hydra.sweeper.n_trials=1", *QUIET, f"hydra.sweep.dir={tmp_path}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None
+    (summary,) = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
+    assert summary["recipe"] == "speedrun" and summary["val_acc"] is not None and summary["test_acc"] is None
+    (trial,) = optuna.load_study(study_name="speedrun", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert trial.state.name == "COMPLETE" and trial.value == summary["val_acc"]
+
+
 def test_missing_plugin_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -158,8 +158,9 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
         return
     saved = checkpoint.get("run_config")
     if saved:
-        net = saved["model"]["net"]["_target_"].rsplit(".", 1)[-1]
-        holds = f"holds recipe {saved['recipe']}'s {net}; use model={saved['recipe']}"
+        # Its widths where the checkpoint names them (a layout search's trial differs from its recipe only there).
+        net = saved.get("net") or saved["model"]["net"]["_target_"].rsplit(".", 1)[-1]
+        holds = f"holds recipe {saved['recipe']}'s {net}; use model={saved['recipe']} with that net"
     else:
         holds = "holds weights of another net"
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")

@@ -83,12 +83,13 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
     return last
 
 
-def run_config(cfg: DictConfig) -> dict[str, Any]:
+def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
     """What a checkpoint needs to rebuild its model without the run dir (the resolved model node, recipe, seed),
-    and which training images it learned from (what distillation checks of a teacher)."""
+    its net's widths (named when it is loaded into another net), and which training images it learned from (what
+    distillation checks of a teacher)."""
     split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "data": split}
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_description(net), "data": split}
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress-bar callback with the bar switched off
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
-    callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg))]
+    callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg, model.net))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     datamodule.check_split(trainer.world_size)
