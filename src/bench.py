@@ -53,7 +53,7 @@ def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]
     from src.mnist.nets import DropoutGapNet
 
     torch.manual_seed(1)
-    root = os.environ.get("DATA_DIR", "data")
+    root = data_root()
     normalise = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
     train_set = datasets.MNIST(root, train=True, transform=transforms.Compose(augmentation() + normalise))
     test_set = datasets.MNIST(root, train=False, transform=transforms.Compose(normalise))
@@ -84,9 +84,38 @@ def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]
     return {"train_seconds": train_seconds, "test_seconds": time.perf_counter() - start}
 
 
-def bare_step_rates(steps: int, batch_size: int, device: str, bf16_native: bool) -> dict[str, float]:
+def data_root() -> Path:
+    """Where every variant reads MNIST: DATA_DIR, as for `src.train` (conf/data/mnist.yaml)."""
+    return Path(os.environ.get("DATA_DIR", "data"))
+
+
+def check_data() -> None:
+    """The files every variant needs, checked (or downloaded) once before anything is timed, as a run does: a missing
+    or broken file is one line here, not a failed variant's traceback."""
+    from src.core.errors import UserError
+    from src.mnist.data import MNISTDataModule
+
+    try:
+        MNISTDataModule(root=str(data_root())).prepare_data()
+    except UserError as error:
+        sys.exit(f"error: {error}")
+
+
+def run_checked(command: list[str], variant: str) -> str:
+    """Runs one variant's process; if it fails, the bench stops with that process's last line."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = ([line for line in result.stderr.splitlines() if line.strip()] or ["no output"])[-1]
+        sys.exit(f"error: variant {variant} exited with status {result.returncode}: {last.removeprefix('error: ')}")
+    return result.stdout
+
+
+def bare_step_rates(
+    steps: int, batch_size: int, device: str, bf16_native: bool, compiled: bool = True
+) -> dict[str, float]:
     """The dropout_steplr training step alone, on ready tensors, and the batched augmentation alone: what each
-    costs without data loading or Lightning around it. The compiled step's compile seconds are reported apart."""
+    costs without data loading or Lightning around it. The compiled steps' compile seconds are reported apart
+    (`compiled=False` leaves them out: a cold compile takes tens of seconds)."""
     import torch
     from torch.nn import functional as F
 
@@ -104,6 +133,7 @@ def bare_step_rates(steps: int, batch_size: int, device: str, bf16_native: bool)
                      ("step bf16 autocast, torch.compile", True, torch.contiguous_format, True)]  # fmt: skip
     elif device == "cpu":  # what asking for bf16 costs here: the slowdown the one-line warning quotes
         variants += [("step bf16 autocast (emulated)", True, torch.contiguous_format, False)]
+    variants = [variant for variant in variants if compiled or not variant[3]]
     rates = {}
     for label, autocast, memory_format, compiled in variants:
         net = DropoutGapNet().to(device, memory_format=memory_format)
@@ -147,8 +177,7 @@ def run_variant(variant: str, steps: int, batch_size: int, device: str, workdir:
     if variant == REFERENCE:
         command = [sys.executable, "-m", "src.bench", "--reference", f"--steps={steps}", f"--batch-size={batch_size}",
                    f"--device={device}"]  # fmt: skip
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        return json.loads(output.strip().splitlines()[-1])
+        return json.loads(run_checked(command, variant).strip().splitlines()[-1])
     run_dir = Path(tempfile.mkdtemp(dir=workdir, prefix=variant))
     command = [
         sys.executable, "-m", "src.train", "model=dropout_steplr", f"data.batch_size={batch_size}", "logger=none",
@@ -157,7 +186,7 @@ def run_variant(variant: str, steps: int, batch_size: int, device: str, workdir:
         "callbacks.last_checkpoint=null", f"hydra.run.dir={run_dir}", f"data.pipeline={PIPELINE[variant]}",
         f"trainer.precision={PRECISION[variant]}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
     ]  # fmt: skip
-    subprocess.run(command, capture_output=True, text=True, check=True)
+    run_checked(command, variant)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"train_seconds": summary["per_epoch"][0]["seconds"], "test_seconds": summary["test_seconds"]}
 
@@ -186,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the bare torch.compile steps")
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or args.batch_size < 1:
@@ -198,9 +228,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(reference_loop(args.steps, args.batch_size, args.device)))
         return
 
+    check_data()
     hardware = machine(args.device)
     native_bf16 = hardware["gpu_bf16"] if args.device == "cuda" else hardware["cpu_native_bf16"]
-    print(f"machine: {hardware['cpu']}, {hardware['threads']} threads, native bf16 on the CPU: "
+    threads = f"{hardware['threads']} thread{'s' if hardware['threads'] != 1 else ''}"
+    print(f"machine: {hardware['cpu']}, {threads}, native bf16 on the CPU: "
           f"{'yes' if hardware['cpu_native_bf16'] else 'no'}; GPU: {hardware['gpu'] or 'none used'}; "
           f"torch {hardware['torch']}")  # fmt: skip
     variants = [REFERENCE, TORCHVISION, TENSOR_FP32] + ([TENSOR_BF16] if native_bf16 else [])
@@ -217,14 +249,17 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {repeat} {variant:14s} {images / seconds['train_seconds']:7.0f} train img/s", flush=True)
 
     train_rate = {v: statistics.median(images / r["train_seconds"] for r in runs) for v, runs in results.items()}
-    test_rate = {v: statistics.median(10_000 / r["test_seconds"] for r in runs) for v, runs in results.items()}
+    from src.mnist.data import idx_shape
+
+    test_images = idx_shape(data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[0]
+    test_rate = {v: statistics.median(test_images / r["test_seconds"] for r in runs) for v, runs in results.items()}
     print(f"\n{'variant':16s} {'precision':>10s} {'train img/s':>12s} {'eval img/s':>11s} {'train vs (a)':>13s}")
     for variant in results:
         ratio = train_rate[variant] / train_rate[REFERENCE]
         print(f"{variant:16s} {PRECISION[variant]:>10s} {train_rate[variant]:12.0f} {test_rate[variant]:11.0f} "
               f"{ratio:12.2f}x")  # fmt: skip
     ratios = {f"{variant.split('_')[0]}/a": train_rate[variant] / train_rate[REFERENCE] for variant in variants[1:]}
-    step_rates = bare_step_rates(args.steps, args.batch_size, args.device, bf16_native=bool(native_bf16))
+    step_rates = bare_step_rates(args.steps, args.batch_size, args.device, bool(native_bf16), not args.no_compile)
     print("\nalone, on ready tensors (no data loading, no Lightning):")
     for label, rate in step_rates.items():
         unit = "s" if label.endswith("seconds") else "img/s"

@@ -49,6 +49,7 @@ PLUGINS = {  # option → (the Hydra plugin that provides it, its package); all 
     "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
     "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
     "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    "hparams_search=layout": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
 }
 
 

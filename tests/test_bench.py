@@ -1,0 +1,66 @@
+"""`make bench` (src.bench): its report on tiny data, and its bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.bench import main as bench_main
+from src.bench import run_checked
+from src.core.hardware import cpu_has_native_bf16
+
+
+@pytest.mark.slow
+def test_bench_reports_machine_precisions_and_ratios(
+    tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every variant runs for real, each in its own process (3 steps of batch 8 on the tiny files); the fp32 path is
+    always there."""
+    monkeypatch.setenv("DATA_DIR", str(tiny_mnist))
+    bench_main(["--steps", "3", "--repeats", "1", "--batch-size", "8", "--no-compile"])
+    output = capsys.readouterr().out
+    native = cpu_has_native_bf16()
+    assert output.startswith("machine: ") and f"native bf16 on the CPU: {'yes' if native else 'no'}" in output
+    report = json.loads(output.strip().splitlines()[-1])
+    variants = ["a_reference", "b_torchvision", "c32_tensor"] + (["c16_tensor"] if native else [])
+    assert list(report["precision"]) == variants and report["precision"]["c32_tensor"] == "32-true"
+    assert ("c16_tensor skipped: bf16 is only emulated" in output) is not native
+    assert set(report["ratios"]) == {"b/a", "c32/a"} | ({"c16/a"} if native else set())
+    assert all(ratio > 0 for ratio in report["ratios"].values())
+    assert f"c32/a = {report['ratios']['c32/a']:.2f}x" in output
+    steps = report["step_alone_img_per_s"]
+    assert "step fp32" in steps and not any("compile" in label for label in steps)  # --no-compile
+    assert all(len(runs) == 1 for runs in report["runs"].values())
+    test_images = 160  # the tiny test file's, not MNIST's 10,000
+    for variant, runs in report["runs"].items():
+        assert report["eval_img_per_s"][variant] == pytest.approx(test_images / runs[0]["test_seconds"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "error: --steps=0, --repeats=3, --batch-size=64 must be >= 1"),
+        (["--repeats", "-1"], "error: --steps=300, --repeats=-1, --batch-size=64 must be >= 1"),
+    ],
+)
+def test_bench_refuses_bad_numbers_in_one_line(args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        bench_main(args)
+
+
+def test_bench_refuses_a_data_dir_that_holds_no_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before anything is timed: one line, not a failed variant's traceback minutes later."""
+    not_a_folder = tmp_path / "mnist.tar"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("DATA_DIR", str(not_a_folder))
+    with pytest.raises(SystemExit, match=f"error: data.root={not_a_folder} is a file"):
+        bench_main(["--steps", "1"])
+
+
+def test_a_failed_variant_stops_the_bench_with_its_last_line() -> None:
+    command = [sys.executable, "-c", "import sys; print('loading', file=sys.stderr); sys.exit('error: no GPU here')"]
+    with pytest.raises(SystemExit, match=r"^error: variant c32_tensor exited with status 1: no GPU here$"):
+        run_checked(command, "c32_tensor")
