@@ -89,33 +89,39 @@ def data_root() -> Path:
     return Path(os.environ.get("DATA_DIR", "data"))
 
 
-def check_data() -> None:
-    """The files every variant needs, checked (or downloaded) once before anything is timed, as a run does: a missing
-    or broken file is one line here, not a failed variant's traceback."""
+def checked_test_images() -> int:
+    """The files every variant needs, checked (or downloaded) once before anything is timed, as a run does (a missing
+    or broken file is one line here, not a failed variant minutes later); returns how many test images they hold."""
     from src.core.errors import UserError
-    from src.mnist.data import MNISTDataModule
+    from src.mnist.data import MNISTDataModule, idx_shape
 
     try:
         MNISTDataModule(root=str(data_root())).prepare_data()
     except UserError as error:
         sys.exit(f"error: {error}")
+    return idx_shape(data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[0]
 
 
 def run_checked(command: list[str], variant: str) -> str:
-    """Runs one variant's process; if it fails, the bench stops with that process's last line."""
+    """Runs one variant's process and returns its stdout. If it fails on bad input (its `error: ...` line), the bench
+    stops with that line; on anything else (a bug) the process's whole stderr is shown first."""
     result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = ([line for line in result.stderr.splitlines() if line.strip()] or ["no output"])[-1]
-        sys.exit(f"error: variant {variant} exited with status {result.returncode}: {last.removeprefix('error: ')}")
-    return result.stdout
+    if result.returncode == 0:
+        return result.stdout
+    status = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"status {result.returncode}"
+    reasons = [line.removeprefix("error: ") for line in result.stderr.splitlines() if line.startswith("error: ")]
+    if not reasons:
+        sys.stderr.write(result.stderr)
+    reason = reasons[-1] if reasons else "its output is above" if result.stderr.strip() else "no output"
+    sys.exit(f"error: variant {variant} stopped ({status}): {reason}")
 
 
 def bare_step_rates(
-    steps: int, batch_size: int, device: str, bf16_native: bool, compiled: bool = True
+    steps: int, batch_size: int, device: str, bf16_native: bool, with_compile: bool
 ) -> dict[str, float]:
     """The dropout_steplr training step alone, on ready tensors, and the batched augmentation alone: what each
     costs without data loading or Lightning around it. The compiled steps' compile seconds are reported apart
-    (`compiled=False` leaves them out: a cold compile takes tens of seconds)."""
+    (`with_compile=False` leaves them out: a cold compile takes tens of seconds)."""
     import torch
     from torch.nn import functional as F
 
@@ -126,14 +132,15 @@ def bare_step_rates(
     images = torch.randn(batch_size, 1, 28, 28, device=device)
     labels = torch.randint(0, 10, (batch_size,), device=device)
     variants = [("step fp32", False, torch.contiguous_format, False),
-                ("step fp32, channels_last", False, torch.channels_last, False),
-                ("step fp32, torch.compile", False, torch.contiguous_format, True)]  # fmt: skip
+                ("step fp32, channels_last", False, torch.channels_last, False)]  # fmt: skip
+    if with_compile:
+        variants.append(("step fp32, torch.compile", False, torch.contiguous_format, True))
     if bf16_native:
-        variants += [("step bf16 autocast", True, torch.contiguous_format, False),
-                     ("step bf16 autocast, torch.compile", True, torch.contiguous_format, True)]  # fmt: skip
+        variants.append(("step bf16 autocast", True, torch.contiguous_format, False))
+        if with_compile:
+            variants.append(("step bf16 autocast, torch.compile", True, torch.contiguous_format, True))
     elif device == "cpu":  # what asking for bf16 costs here: the slowdown the one-line warning quotes
-        variants += [("step bf16 autocast (emulated)", True, torch.contiguous_format, False)]
-    variants = [variant for variant in variants if compiled or not variant[3]]
+        variants.append(("step bf16 autocast (emulated)", True, torch.contiguous_format, False))
     rates = {}
     for label, autocast, memory_format, compiled in variants:
         net = DropoutGapNet().to(device, memory_format=memory_format)
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(reference_loop(args.steps, args.batch_size, args.device)))
         return
 
-    check_data()
+    test_images = checked_test_images()
     hardware = machine(args.device)
     native_bf16 = hardware["gpu_bf16"] if args.device == "cuda" else hardware["cpu_native_bf16"]
     threads = f"{hardware['threads']} thread{'s' if hardware['threads'] != 1 else ''}"
@@ -249,9 +256,6 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {repeat} {variant:14s} {images / seconds['train_seconds']:7.0f} train img/s", flush=True)
 
     train_rate = {v: statistics.median(images / r["train_seconds"] for r in runs) for v, runs in results.items()}
-    from src.mnist.data import idx_shape
-
-    test_images = idx_shape(data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[0]
     test_rate = {v: statistics.median(test_images / r["test_seconds"] for r in runs) for v, runs in results.items()}
     print(f"\n{'variant':16s} {'precision':>10s} {'train img/s':>12s} {'eval img/s':>11s} {'train vs (a)':>13s}")
     for variant in results:

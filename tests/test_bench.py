@@ -11,6 +11,7 @@ import pytest
 from src.bench import main as bench_main
 from src.bench import run_checked
 from src.core.hardware import cpu_has_native_bf16
+from tests.conftest import TINY_TEST
 
 
 @pytest.mark.slow
@@ -20,6 +21,7 @@ def test_bench_reports_machine_precisions_and_ratios(
     """Every variant runs for real, each in its own process (3 steps of batch 8 on the tiny files); the fp32 path is
     always there."""
     monkeypatch.setenv("DATA_DIR", str(tiny_mnist))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the variants' processes, as the suite's other commands
     bench_main(["--steps", "3", "--repeats", "1", "--batch-size", "8", "--no-compile"])
     output = capsys.readouterr().out
     native = cpu_has_native_bf16()
@@ -34,9 +36,8 @@ def test_bench_reports_machine_precisions_and_ratios(
     steps = report["step_alone_img_per_s"]
     assert "step fp32" in steps and not any("compile" in label for label in steps)  # --no-compile
     assert all(len(runs) == 1 for runs in report["runs"].values())
-    test_images = 160  # the tiny test file's, not MNIST's 10,000
-    for variant, runs in report["runs"].items():
-        assert report["eval_img_per_s"][variant] == pytest.approx(test_images / runs[0]["test_seconds"])
+    for variant, runs in report["runs"].items():  # over the tiny test file's images, not MNIST's 10,000
+        assert report["eval_img_per_s"][variant] == pytest.approx(TINY_TEST / runs[0]["test_seconds"])
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def test_bench_refuses_bad_numbers_in_one_line(args: list[str], message: str) ->
         bench_main(args)
 
 
-def test_bench_refuses_a_data_dir_that_holds_no_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_refuses_a_data_dir_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Checked before anything is timed: one line, not a failed variant's traceback minutes later."""
     not_a_folder = tmp_path / "mnist.tar"
     not_a_folder.write_text("")
@@ -60,7 +61,18 @@ def test_bench_refuses_a_data_dir_that_holds_no_mnist(tmp_path: Path, monkeypatc
         bench_main(["--steps", "1"])
 
 
-def test_a_failed_variant_stops_the_bench_with_its_last_line() -> None:
-    command = [sys.executable, "-c", "import sys; print('loading', file=sys.stderr); sys.exit('error: no GPU here')"]
-    with pytest.raises(SystemExit, match=r"^error: variant c32_tensor exited with status 1: no GPU here$"):
-        run_checked(command, "c32_tensor")
+@pytest.mark.parametrize(
+    ("child", "message", "shown"),
+    [  # bad input in the variant: its one line; a bug: its traceback shown in full, then the line
+        ("print('loading', file=sys.stderr); sys.exit('error: no GPU here')", r"\(status 1\): no GPU here$", ""),
+        ("raise ValueError('a bug')", r"\(status 1\): its output is above$", "ValueError: a bug"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", r"\(killed by signal 9\): no output$", ""),
+    ],
+)
+def test_a_failed_variant_stops_the_bench(
+    child: str, message: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit, match=rf"^error: variant c32_tensor stopped {message}"):
+        run_checked([sys.executable, "-c", f"import sys; {child}"], "c32_tensor")
+    stderr = capsys.readouterr().err
+    assert (shown in stderr and "Traceback" in stderr) if shown else stderr == ""

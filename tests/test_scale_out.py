@@ -205,13 +205,31 @@ def test_a_search_scores_a_recipe_that_skips_validation(
     assert trial.state.name == "COMPLETE" and trial.value == summary["val_acc"]
 
 
-def test_missing_plugin_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("missing", "args", "package"),
+    [
+        ("joblib", ["-m", "hydra/launcher=joblib", "seed=1,2"], "hydra-joblib-launcher"),
+        ("optuna", ["hparams_search=optuna", "model=tiny"], "hydra-optuna-sweeper"),
+        ("optuna", ["hparams_search=layout", "model=tiny"], "hydra-optuna-sweeper"),
+    ],
+)
+def test_missing_plugin_is_one_line(
+    missing: str, args: list[str], package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if "joblib" in name else real_find_spec(name, *args))  # fmt: skip
-    with pytest.raises(SystemExit, match=r"hydra/launcher=joblib needs the hydra-joblib-launcher plugin.*make install"):
-        check_group_choices(["-m", "hydra/launcher=joblib", "seed=1,2"])
+                        lambda name, *rest: None if missing in name else real_find_spec(name, *rest))  # fmt: skip
+    option = next(arg for arg in args if "=" in arg and not arg.startswith("seed"))
+    with pytest.raises(SystemExit, match=rf"^error: {re.escape(option)} needs the {package} plugin.*make install"):
+        check_group_choices(args)
     check_group_choices(["hydra/launcher=basic"])
+
+
+@needs_sweep_extras
+@pytest.mark.parametrize("search", ["optuna", "layout"])
+def test_searches_evaluate_the_held_out_split_for_every_recipe(search: str) -> None:
+    cfg = compose_train("model=speedrun", f"hparams_search={search}")
+    assert cfg.trainer.limit_val_batches == 1.0 and cfg.data.val_split == 10_000 and cfg.test is False
 
 
 @needs_sweep_extras

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import json
 import pickle
 import random
 import sys
@@ -115,8 +116,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunConfigInCheckpoint(pl.Callback):
-    """Stores the resolved `model` config, recipe and seed in every checkpoint (plain dicts, lists and numbers), so
-    that `src.eval` and `src.predict` rebuild the net from the checkpoint alone."""
+    """Stores the resolved `model` config, recipe, seed, the net's widths and the training split in every checkpoint
+    (plain dicts, lists, strings and numbers), so that `src.eval` and `src.predict` rebuild the net from the
+    checkpoint alone."""
 
     def __init__(self, run_config: dict[str, Any]) -> None:
         self.run_config = run_config
@@ -158,9 +160,11 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
         return
     saved = checkpoint.get("run_config")
     if saved:
-        # Its widths where the checkpoint names them (a layout search's trial differs from its recipe only there).
+        # The settings that rebuild it, where the checkpoint has them (older ones name the net's class only).
         net = saved.get("net") or saved["model"]["net"]["_target_"].rsplit(".", 1)[-1]
-        holds = f"holds recipe {saved['recipe']}'s {net}; use model={saved['recipe']} with that net"
+        widths = saved.get("net_widths") or {}
+        settings = "".join(f" model.net.{key}={json.dumps(value).replace(' ', '')}" for key, value in widths.items())
+        holds = f"holds recipe {saved['recipe']}'s {net}; use model={saved['recipe']}{settings}"
     else:
         holds = "holds weights of another net"
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")

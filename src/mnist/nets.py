@@ -24,6 +24,11 @@ def conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int = 3, padd
     )
 
 
+def settings_repr(settings: dict[str, object]) -> str:
+    """`stem=[8, 10], squeeze=8, body=[10, 10, 12]`: a configurable net's `extra_repr`, from its `widths`."""
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
+
+
 def count_parameters(net: nn.Module) -> int:
     """Trainable parameters: the number the < 20k budget is about."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
@@ -133,8 +138,13 @@ class CompactGapNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.stem, self.squeeze, self.body = list(stem), squeeze, list(body)
 
+    @property
+    def widths(self) -> dict[str, object]:
+        """The `model.net` keys that rebuild this net (a layout search's trial writes into a recipe with them)."""
+        return {"stem": self.stem, "squeeze": self.squeeze, "body": self.body}
+
     def extra_repr(self) -> str:
-        return f"stem={self.stem}, squeeze={self.squeeze}, body={self.body}"
+        return settings_repr(self.widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.features(x).flatten(1), dim=1)
@@ -209,8 +219,13 @@ class UnshuffleGapNet(nn.Module):
         self.head = nn.Linear(channels, 10)
         self.stem, self.body, self.padded = list(stem), list(body), padded
 
+    @property
+    def widths(self) -> dict[str, object]:
+        """The `model.net` keys that rebuild this net."""
+        return {"stem": self.stem, "body": self.body, "padded": self.padded}
+
     def extra_repr(self) -> str:
-        return f"stem={self.stem}, body={self.body}, padded={self.padded}"
+        return settings_repr(self.widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.head(self.features(x)), dim=1)

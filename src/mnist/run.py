@@ -85,11 +85,14 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
     """What a checkpoint needs to rebuild its model without the run dir (the resolved model node, recipe, seed),
-    its net's widths (named when it is loaded into another net), and which training images it learned from (what
+    its net and the `model.net` settings that rebuild it (named when it is loaded into another net: a layout
+    search's net is built from its shape, not from widths), and which training images it learned from (what
     distillation checks of a teacher)."""
     split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_description(net), "data": split}
+    widths = getattr(net, "widths", {})  # the published nets have fixed widths
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_description(net),
+            "net_widths": widths, "data": split}  # fmt: skip
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
