@@ -92,14 +92,15 @@ def data_root() -> Path:
 def checked_test_images() -> int:
     """The files every variant needs, checked (or downloaded) once before anything is timed, as a run does (a missing
     or broken file is one line here, not a failed variant minutes later); returns how many test images they hold."""
-    from src.core.errors import UserError
+    from src.core.errors import one_line_exit
     from src.mnist.data import MNISTDataModule, idx_shape
 
+    root = data_root()
     try:
-        MNISTDataModule(root=str(data_root())).prepare_data()
-    except UserError as error:
-        sys.exit(f"error: {error}")
-    return idx_shape(data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[0]
+        MNISTDataModule(root=str(root)).prepare_data()
+    except Exception as error:  # a UserError is one line; anything else is a bug, re-raised by one_line_exit
+        raise one_line_exit(error) from None
+    return idx_shape(root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[0]
 
 
 def run_checked(command: list[str], variant: str) -> str:

@@ -116,9 +116,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunConfigInCheckpoint(pl.Callback):
-    """Stores the resolved `model` config, recipe, seed, the net's widths and the training split in every checkpoint
-    (plain dicts, lists, strings and numbers), so that `src.eval` and `src.predict` rebuild the net from the
-    checkpoint alone."""
+    """Stores the resolved `model` config, recipe, seed, the net's class and widths and the training split in every
+    checkpoint (plain dicts, lists, strings and numbers), so that `src.eval` and `src.predict` rebuild the net from
+    the checkpoint alone."""
 
     def __init__(self, run_config: dict[str, Any]) -> None:
         self.run_config = run_config
@@ -160,11 +160,11 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
         return
     saved = checkpoint.get("run_config")
     if saved:
-        # The settings that rebuild it, where the checkpoint has them (older ones name the net's class only).
-        net = saved.get("net") or saved["model"]["net"]["_target_"].rsplit(".", 1)[-1]
-        widths = saved.get("net_widths") or {}
-        settings = "".join(f" model.net.{key}={json.dumps(value).replace(' ', '')}" for key, value in widths.items())
-        holds = f"holds recipe {saved['recipe']}'s {net}; use model={saved['recipe']}{settings}"
+        # Its class and the widths that rebuild it; checkpoints from before December 2026 have only the target.
+        net = saved.get("net") or {"class": saved["model"]["net"]["_target_"].rsplit(".", 1)[-1], "widths": {}}
+        widths = "".join(f" model.net.{key}={json.dumps(value, separators=(',', ':'))}" for key, value in
+                         net["widths"].items())  # fmt: skip
+        holds = f"holds recipe {saved['recipe']}'s {net['class']}; use model={saved['recipe']}{widths}"
     else:
         holds = "holds weights of another net"
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")

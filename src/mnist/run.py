@@ -90,9 +90,8 @@ def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
     distillation checks of a teacher)."""
     split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    widths = getattr(net, "widths", {})  # the published nets have fixed widths
-    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_description(net),
-            "net_widths": widths, "data": split}  # fmt: skip
+    net_record = {"class": type(net).__name__, "widths": getattr(net, "widths", {})}  # published nets: fixed widths
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_record, "data": split}
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
