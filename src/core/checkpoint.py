@@ -160,11 +160,11 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
         return
     saved = checkpoint.get("run_config")
     if saved:
-        # Its class and the widths that rebuild it; checkpoints from before December 2026 have only the target.
-        net = saved.get("net") or {"class": saved["model"]["net"]["_target_"].rsplit(".", 1)[-1], "widths": {}}
-        widths = "".join(f" model.net.{key}={json.dumps(value, separators=(',', ':'))}" for key, value in
-                         net["widths"].items())  # fmt: skip
-        holds = f"holds recipe {saved['recipe']}'s {net['class']}; use model={saved['recipe']}{widths}"
+        # Its class and the settings that rebuild it; checkpoints from before December 2026 have only the target.
+        net = saved.get("net") or {"class": saved["model"]["net"]["_target_"].rsplit(".", 1)[-1], "settings": {}}
+        settings = "".join(f" model.net.{key}={json.dumps(value, separators=(',', ':'))}" for key, value in
+                           net["settings"].items())  # fmt: skip
+        holds = f"holds recipe {saved['recipe']}'s {net['class']}; use model={saved['recipe']}{settings}"
     else:
         holds = "holds weights of another net"
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")

@@ -25,7 +25,7 @@ def conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int = 3, padd
 
 
 def settings_repr(settings: dict[str, object]) -> str:
-    """`stem=[8, 10], squeeze=8, body=[10, 10, 12]`: a configurable net's `extra_repr`, from its `widths`."""
+    """`stem=[8, 10], squeeze=8, body=[10, 10, 12]`: a configurable net's `extra_repr`, from its `settings`."""
     return ", ".join(f"{key}={value}" for key, value in settings.items())
 
 
@@ -139,12 +139,12 @@ class CompactGapNet(nn.Module):
         self.stem, self.squeeze, self.body = list(stem), squeeze, list(body)
 
     @property
-    def widths(self) -> dict[str, object]:
+    def settings(self) -> dict[str, object]:
         """The `model.net` keys that rebuild this net (a layout search's trial writes into a recipe with them)."""
         return {"stem": self.stem, "squeeze": self.squeeze, "body": self.body}
 
     def extra_repr(self) -> str:
-        return settings_repr(self.widths)
+        return settings_repr(self.settings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.features(x).flatten(1), dim=1)
@@ -220,12 +220,12 @@ class UnshuffleGapNet(nn.Module):
         self.stem, self.body, self.padded = list(stem), list(body), padded
 
     @property
-    def widths(self) -> dict[str, object]:
-        """The `model.net` keys that rebuild this net."""
+    def settings(self) -> dict[str, object]:
+        """The `model.net` keys that rebuild this net (widths, and how many stem convs are padded)."""
         return {"stem": self.stem, "body": self.body, "padded": self.padded}
 
     def extra_repr(self) -> str:
-        return settings_repr(self.widths)
+        return settings_repr(self.settings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.head(self.features(x)), dim=1)

@@ -90,7 +90,7 @@ def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
     distillation checks of a teacher)."""
     split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    net_record = {"class": type(net).__name__, "widths": getattr(net, "widths", {})}  # published nets: fixed widths
+    net_record = {"class": type(net).__name__, "settings": getattr(net, "settings", {})}  # published nets: none
     return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_record, "data": split}
 
 
