@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     (run_dir,) = runs.iterdir()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "summary.json").exists()
 
-    error = cli_in_process("src.train", *DETERMINISTIC, f"runs_dir={runs}", "resume=true", data_dir=tiny_mnist,
-                           monkeypatch=monkeypatch)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        error = cli_in_process("src.train", *DETERMINISTIC, f"runs_dir={runs}", "resume=true", data_dir=tiny_mnist,
+                               monkeypatch=monkeypatch)  # fmt: skip
     assert error is None
+    assert not [warning for warning in caught if "not empty" in str(warning.message)], "the dir is its own: no warning"
     assert list(runs.iterdir()) == [run_dir], "resume continues in the killed run's own dir"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")

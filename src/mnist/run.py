@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 
 from src import start_job_clock
 from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
@@ -94,6 +94,20 @@ def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
     return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_record, "data": split}
 
 
+def configured_callbacks(cfg: DictConfig) -> list[Callback]:
+    """`callbacks` less those the trainer's settings leave nothing to do: Lightning refuses a progress-bar callback
+    with the bar switched off, and without validation (`trainer.limit_val_batches=0`) a checkpoint chosen by
+    `val/acc` has nothing to go by (Lightning would warn that the metric is missing)."""
+    no_bar, no_validation = not cfg.trainer.enable_progress_bar, cfg.trainer.get("limit_val_batches") == 0
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
+    return [
+        callback
+        for callback in callbacks
+        if not (no_bar and isinstance(callback, ProgressBar))
+        and not (no_validation and isinstance(callback, ModelCheckpoint) and callback.monitor)
+    ]
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     job_start = start_job_clock()  # before data loading: the `fast` goal counts it
     validate(cfg)
@@ -109,10 +123,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         log.info("continuing from %s", checkpoint_path)
 
     epoch_log = EpochLog(job_start)
-    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
-    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress-bar callback with the bar switched off
-        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
-    callbacks += [epoch_log, RunConfigInCheckpoint(run_config(cfg, model.net))]
+    callbacks = [*configured_callbacks(cfg), epoch_log, RunConfigInCheckpoint(run_config(cfg, model.net))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     datamodule.check_split(trainer.world_size)
