@@ -35,7 +35,9 @@ def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, fresh: 
             f"trainer.strategy={cfg.trainer.strategy} restarts this command once per process, which a multirun "
             "job cannot do; run it without -m, or sweep with hydra/launcher=slurm (one task per device)"
         )
-    if not fresh and not (cfg.get("resume") or cfg.get("ckpt_path")):
+    ckpt_path = cfg.get("ckpt_path")
+    own_checkpoint = bool(ckpt_path) and Path(ckpt_path).expanduser().resolve().is_relative_to(output_dir.resolve())
+    if not fresh and not (cfg.get("resume") or own_checkpoint):  # only a run continuing in its own dir may reuse it
         raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
 
 

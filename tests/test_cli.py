@@ -112,14 +112,13 @@ def test_a_held_out_run_without_test_logs_its_final_figures(tiny_mnist: Path, tm
 
 def test_a_run_that_evaluates_nothing_says_so(tiny_mnist: Path, tmp_path: Path) -> None:
     """test=false and no validation epoch (the speedrun's schedule on a held-out split): a line, not a logging error,
-    and no warning that the best checkpoint's `val/acc` is missing (that checkpoint is left out); last.ckpt stays."""
+    and no warning that the best checkpoint's `val/acc` is missing (that checkpoint is left out)."""
     overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=1", "trainer.limit_val_batches=0", "test=false")
     with warnings.catch_warnings(record=True) as caught:
         summary = train_in_process(*overrides, "optimized_metric=val_acc", run_dir=tmp_path, data_dir=tiny_mnist)
     assert summary["val_acc"] is None and summary["test_acc"] is None
     assert "nothing evaluated (test=false, no validation epoch)" in (tmp_path / "train.log").read_text()
     assert not [warning for warning in caught if "monitored key" in str(warning.message)]
-    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
 
 
 def test_multirun_leaves_one_dir_per_job_and_the_seed_table(

@@ -7,14 +7,13 @@ import logging
 import sys
 import warnings
 
-# (message, module) of warnings that are not about the user's run: Lightning calls torch's deprecated LeafSpec() on
-# every step's outputs (fixed upstream, not in our pinned release); and it warns that a checkpoint directory is not
-# empty, which in this project happens only where it should: `resume=true` continues in the run's own dir (every new
-# run gets a new dir).
-WARNINGS = [
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
-    (r"Checkpoint directory .* exists and is not empty", r"pytorch_lightning\.callbacks\.model_checkpoint"),
-]
+# Lightning calls torch's deprecated LeafSpec() on every step's outputs (fixed upstream, not in our pinned release).
+DEPRECATIONS = [(r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree")]
+# Lightning's note that a checkpoint dir is not empty: filtered only where a run continues in its own dir (resume).
+OWN_CHECKPOINT_DIR = (
+    r"Checkpoint directory .* exists and is not empty",
+    r"pytorch_lightning\.callbacks\.model_checkpoint",
+)
 # Logger → the starts of its messages that are not about the user's run: advertisements for Lightning's cloud
 # products at every Trainer start, and torch.compile's note that a CPU-only machine has no CUDA runtime.
 NOISE = {
@@ -34,7 +33,7 @@ class DropNoise(logging.Filter):
 
 def quiet_known_noise() -> None:
     """Idempotent; called by the entry points before anything imports Lightning's trainer or compiles."""
-    for message, module in WARNINGS:
+    for message, module in DEPRECATIONS:
         warnings.filterwarnings("ignore", message=message, module=module)
     for name, starts in NOISE.items():
         logger = logging.getLogger(name)

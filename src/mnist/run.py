@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
+from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
 from src.core.rundirs import UNFINISHED_MARK
 from src.mnist.callbacks import EpochLog
@@ -96,15 +98,15 @@ def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
 
 def configured_callbacks(cfg: DictConfig) -> list[Callback]:
     """`callbacks` less those the trainer's settings leave nothing to do: Lightning refuses a progress-bar callback
-    with the bar switched off, and without validation (`trainer.limit_val_batches=0`) a checkpoint chosen by
-    `val/acc` has nothing to go by (Lightning would warn that the metric is missing)."""
+    with the bar switched off, and without validation (`trainer.limit_val_batches=0`) a checkpoint chosen by a
+    `val/` metric has nothing to go by (Lightning would warn that the metric is missing)."""
     no_bar, no_validation = not cfg.trainer.enable_progress_bar, cfg.trainer.get("limit_val_batches") == 0
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     return [
         callback
         for callback in callbacks
         if not (no_bar and isinstance(callback, ProgressBar))
-        and not (no_validation and isinstance(callback, ModelCheckpoint) and callback.monitor)
+        and not (no_validation and isinstance(callback, ModelCheckpoint) and str(callback.monitor).startswith("val/"))
     ]
 
 
@@ -133,7 +135,11 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
+        with warnings.catch_warnings():
+            if checkpoint_path is not None and checkpoint_path.resolve().is_relative_to(output_dir.resolve()):
+                message, module = OWN_CHECKPOINT_DIR  # continuing this dir's own run: its checkpoints are there
+                warnings.filterwarnings("ignore", message=message, module=module)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
     except Diverged as error:
         last_good = output_dir / UNFINISHED_MARK
         kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
