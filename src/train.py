@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from src.core.errors import UserError, check_group_choices, one_line_exit, user_error_in
 from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
-from src.core.rundirs import FAILED_MARK, holds_only_hydra_files
+from src.core.rundirs import FAILED_MARK, holds_only_hydra_files, unfinished_run_of
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, fresh: 
             "job cannot do; run it without -m, or sweep with hydra/launcher=slurm (one task per device)"
         )
     ckpt_path = cfg.get("ckpt_path")
-    own_checkpoint = bool(ckpt_path) and Path(ckpt_path).expanduser().resolve().is_relative_to(output_dir.resolve())
-    if not fresh and not (cfg.get("resume") or own_checkpoint):  # only a run continuing in its own dir may reuse it
+    continues_here = cfg.get("resume") or (ckpt_path and unfinished_run_of(ckpt_path) == output_dir.resolve())
+    if not fresh and not continues_here:  # only a run continuing in its own dir may reuse it
         raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
 
 

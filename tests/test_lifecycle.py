@@ -183,17 +183,18 @@ def test_runs_started_together_get_their_own_dirs(tmp_path: Path) -> None:
     assert stamp is not None and int(stamp[1]) == os.getpid(), name
 
 
-@pytest.mark.parametrize("continue_from_elsewhere", [False, True])
+@pytest.mark.parametrize("continued_from", [None, "another run", "the finished run itself"])
 def test_a_dir_holding_a_run_is_never_reused(
-    continue_from_elsewhere: bool, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
+    continued_from: str | None, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """Not even by a run continuing from another dir's checkpoint (only `resume=true` or a `ckpt_path` inside the dir
-    continues in it)."""
+    """Not even by a run continuing from a checkpoint (only `resume=true`, or a `ckpt_path` of the unfinished run in
+    that dir, continues in it)."""
     finished = tmp_path / "finished"
     shutil.copytree(trained_run, finished)
     before = (finished / "summary.json").read_bytes()
-    elsewhere = [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"] if continue_from_elsewhere else []
-    error = cli_in_process("src.train", *TINY_RUN, *elsewhere, "logger=none", f"hydra.run.dir={finished}",
+    source = {None: None, "another run": trained_run, "the finished run itself": finished}[continued_from]
+    ckpt = [f"ckpt_path={source / 'checkpoints' / 'last.ckpt'}"] if source else []
+    error = cli_in_process("src.train", *TINY_RUN, *ckpt, "logger=none", f"hydra.run.dir={finished}",
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == f"error: {finished} already holds another run's files; give hydra.run.dir a new folder"
     assert (finished / "summary.json").read_bytes() == before

@@ -116,7 +116,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunConfigInCheckpoint(pl.Callback):
-    """Stores the resolved `model` config, recipe, seed, the net's class and widths and the training split in every
+    """Stores the resolved `model` config, recipe, seed, the net's class and settings and the training split in every
     checkpoint (plain dicts, lists, strings and numbers), so that `src.eval` and `src.predict` rebuild the net from
     the checkpoint alone."""
 

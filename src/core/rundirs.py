@@ -23,15 +23,24 @@ def latest_unfinished_run(runs_root: Path, run_name: str) -> Path | None:
     return max(candidates, key=lambda path: path.name, default=None)
 
 
+def unfinished_run_of(ckpt_path: str | Path) -> Path | None:
+    """The unfinished run dir a checkpoint was written into (`<run>/checkpoints/`, beside `<run>/.hydra`): the one dir
+    a run continuing from that checkpoint may write into."""
+    owner = Path(ckpt_path).expanduser().resolve().parent
+    if owner.name == "checkpoints" and (owner.parent / ".hydra").is_dir() and not is_finished(owner.parent):
+        return owner.parent
+    return None
+
+
 def run_dir(resume: bool, ckpt_path: str | None, runs_root: str, stamp: str, run_name: str) -> str:
     """hydra.run.dir. A new run gets `<stamp>_<run_name>` (conf/ puts the pid in the stamp: runs started in the
     same microsecond stay apart); `resume=true` continues the newest unfinished run of the same name; `ckpt_path`
     inside an unfinished run's `checkpoints/` continues that run. Anything else (a finished run, a checkpoint
     from elsewhere) starts a new dir, so nothing a run wrote is ever overwritten."""
     if ckpt_path:
-        owner = Path(ckpt_path).expanduser().resolve().parent
-        if owner.name == "checkpoints" and (owner.parent / ".hydra").is_dir() and not is_finished(owner.parent):
-            return str(owner.parent)
+        owner = unfinished_run_of(ckpt_path)
+        if owner is not None:
+            return str(owner)
     elif resume:
         unfinished = latest_unfinished_run(Path(runs_root), run_name)
         if unfinished is not None:

@@ -23,7 +23,7 @@ from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
-from src.core.rundirs import UNFINISHED_MARK
+from src.core.rundirs import UNFINISHED_MARK, unfinished_run_of
 from src.mnist.callbacks import EpochLog
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.schema import validate
@@ -136,7 +136,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
-            if checkpoint_path is not None and checkpoint_path.resolve().is_relative_to(output_dir.resolve()):
+            if checkpoint_path is not None and unfinished_run_of(checkpoint_path) == output_dir.resolve():
                 message, module = OWN_CHECKPOINT_DIR  # continuing this dir's own run: its checkpoints are there
                 warnings.filterwarnings("ignore", message=message, module=module)
             trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
