@@ -14,7 +14,7 @@ from torchvision.transforms.functional import _get_inverse_affine_matrix
 
 from src.core.errors import UserError
 from src.mnist.data import BatchAugment, MNISTDataModule
-from tests.conftest import TINY_TRAIN, compose_train
+from tests.conftest import TINY_RUN, TINY_TRAIN, compose_train, train_in_process
 
 NEAREST = InterpolationMode.NEAREST
 SEED_AFFINE = list(instantiate(compose_train("augmentation=seed_affine").augmentation.transforms))
@@ -169,3 +169,28 @@ def test_tensor_pipeline_augments_only_training_batches(tiny_mnist: Path) -> Non
     assert torch.equal(tensor_batch(augmented, augmented.val_set, indices), tensor_batch(plain, plain.val_set, indices))
     images = augmented.val_set[indices][0].unsqueeze(1).float().div(255)
     assert not torch.equal(augmented.batch_augment(images), images)
+
+
+def test_the_last_epochs_train_on_unaugmented_digits(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real 3-epoch run with data.unaugmented_last_epochs=1: the augmentation warps the batches of epochs 1 and 2
+    only, and validation batches never."""
+    augmented_batches = []
+    augment = BatchAugment.forward
+
+    def recording_augment(self: BatchAugment, images: torch.Tensor) -> torch.Tensor:
+        augmented_batches.append(len(images))
+        return augment(self, images)
+
+    monkeypatch.setattr(BatchAugment, "forward", recording_augment)
+    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=3", "trainer.limit_train_batches=2", "logger=none")
+    train_in_process(*overrides, "data.unaugmented_last_epochs=1", run_dir=tmp_path, data_dir=tiny_mnist)
+    assert len(augmented_batches) == 2 * 2  # 3 × 2 with every epoch augmented
+
+
+def test_unaugmented_epochs_are_refused_where_they_cannot_work(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^data.unaugmented_last_epochs=-1 must be >= 0$"):
+        MNISTDataModule(root=str(tmp_path), unaugmented_last_epochs=-1)
+    with pytest.raises(UserError, match="data.unaugmented_last_epochs=2 needs data.pipeline=tensor"):
+        MNISTDataModule(root=str(tmp_path), unaugmented_last_epochs=2, pipeline="torchvision")

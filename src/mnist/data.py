@@ -119,6 +119,7 @@ class MNISTDataModule(pl.LightningDataModule):
         download: bool = True,
         augmentation: Sequence[torch.nn.Module] = (),
         pipeline: str = "tensor",
+        unaugmented_last_epochs: int = 0,
     ) -> None:
         super().__init__()
         if pipeline not in PIPELINES:
@@ -129,6 +130,13 @@ class MNISTDataModule(pl.LightningDataModule):
             )
         if not 0 <= val_split < TRAIN_SIZE:
             raise UserError(f"data.val_split={val_split} must be between 0 and {TRAIN_SIZE - 1} training images")
+        if unaugmented_last_epochs < 0:
+            raise UserError(f"data.unaugmented_last_epochs={unaugmented_last_epochs} must be >= 0")
+        if unaugmented_last_epochs and pipeline != "tensor":
+            raise UserError(
+                f"data.unaugmented_last_epochs={unaugmented_last_epochs} needs data.pipeline=tensor (the torchvision "
+                "pipeline's loader workers keep their transforms for the whole run)"
+            )
         self.root = Path(root).expanduser().resolve()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -137,6 +145,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.download = download
         self.pipeline = pipeline
+        self.unaugmented_last_epochs = unaugmented_last_epochs
         self.batch_augment = BatchAugment(augmentation) if pipeline == "tensor" else None
         normalise = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
         self.train_transform = transforms.Compose([*augmentation, *normalise])
@@ -220,9 +229,16 @@ class MNISTDataModule(pl.LightningDataModule):
             return batch
         images, labels = batch
         images = images.unsqueeze(1).float().div(255)
-        if self.trainer is not None and self.trainer.training:
+        if self.trainer is not None and self.trainer.training and self.augments_this_epoch():
             images = self.batch_augment(images)
         return images.sub_(MNIST_MEAN).div_(MNIST_STD), labels
+
+    def augments_this_epoch(self) -> bool:
+        """False in the last `unaugmented_last_epochs` epochs of training: a net too small to fit the warped digits
+        well ends on the plain ones that evaluation shows it."""
+        if not self.unaugmented_last_epochs:
+            return True
+        return self.trainer.current_epoch < self.trainer.max_epochs - self.unaugmented_last_epochs
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -27,6 +27,7 @@ class RunSchema:
     dropout: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.999
+    unaugmented_last_epochs: int = 0
 
     PATHS: ClassVar[dict[str, str]] = {
         "lr": "optimizer.lr",
@@ -37,6 +38,7 @@ class RunSchema:
         "dropout": "model.net.dropout",
         "label_smoothing": "model.label_smoothing",
         "ema_decay": "callbacks.ema.decay",
+        "unaugmented_last_epochs": "data.unaugmented_last_epochs",
     }
     OPTIONAL: ClassVar[set[str]] = {"dropout", "ema_decay"}  # nets without a dropout, recipes without an EMA
 
@@ -49,6 +51,10 @@ class RunSchema:
             "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
             "ema_decay": (0.0 < self.ema_decay < 1.0, "must be in (0, 1)"),
+            "unaugmented_last_epochs": (
+                0 <= self.unaugmented_last_epochs <= self.max_epochs,
+                f"must be between 0 and trainer.max_epochs={self.max_epochs}",
+            ),
         }
         for name, (ok, rule) in rules.items():
             if not ok:
