@@ -135,7 +135,8 @@ class MNISTDataModule(pl.LightningDataModule):
         if unaugmented_last_epochs and pipeline != "tensor":
             raise UserError(
                 f"data.unaugmented_last_epochs={unaugmented_last_epochs} needs data.pipeline=tensor (the torchvision "
-                "pipeline's loader workers keep their transforms for the whole run)"
+                "pipeline's loader workers keep their transforms for the whole run); set data.unaugmented_last_epochs=0"
+                " to use the torchvision pipeline"
             )
         self.root = Path(root).expanduser().resolve()
         self.batch_size = batch_size
