@@ -149,6 +149,11 @@ BAD_VALUES = [
     ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
     ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
     ("data.unaugmented_last_epochs=-1", "data.unaugmented_last_epochs=-1 must be >= 0"),
+    (
+        "model=tiny trainer.max_steps=100",
+        "data.unaugmented_last_epochs=2 counts back from trainer.max_epochs, and trainer.max_steps=100 may stop "
+        "the run before those epochs; set data.unaugmented_last_epochs=0 or trainer.max_steps=-1",
+    ),
     ("optimized_metric=test_loss", "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc"),
     ("test=false", "optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc"),
     (

@@ -174,19 +174,24 @@ def test_tensor_pipeline_augments_only_training_batches(tiny_mnist: Path) -> Non
 def test_the_last_epochs_train_on_unaugmented_digits(
     tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real 3-epoch run with data.unaugmented_last_epochs=1: the augmentation warps the batches of epochs 1 and 2
-    only, and validation batches never."""
-    augmented_batches = []
-    augment = BatchAugment.forward
+    """A real 3-epoch run of 2 batches each with data.unaugmented_last_epochs=1: the augmentation warps the batches
+    of the first two epochs only, and validation batches never."""
+    epoch_of_batch, augmented_in_epochs = [], []
+    transfer, augment = MNISTDataModule.on_after_batch_transfer, BatchAugment.forward
+
+    def noting_epoch(self: MNISTDataModule, batch, dataloader_idx: int):
+        epoch_of_batch[:] = [self.trainer.current_epoch]
+        return transfer(self, batch, dataloader_idx)
 
     def recording_augment(self: BatchAugment, images: torch.Tensor) -> torch.Tensor:
-        augmented_batches.append(len(images))
+        augmented_in_epochs.extend(epoch_of_batch)
         return augment(self, images)
 
+    monkeypatch.setattr(MNISTDataModule, "on_after_batch_transfer", noting_epoch)
     monkeypatch.setattr(BatchAugment, "forward", recording_augment)
     overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=3", "trainer.limit_train_batches=2", "logger=none")
     train_in_process(*overrides, "data.unaugmented_last_epochs=1", run_dir=tmp_path, data_dir=tiny_mnist)
-    assert len(augmented_batches) == 2 * 2  # 3 × 2 with every epoch augmented
+    assert augmented_in_epochs == [0, 0, 1, 1]
 
 
 def test_unaugmented_epochs_are_refused_where_they_cannot_work(tmp_path: Path) -> None:

@@ -230,11 +230,11 @@ class MNISTDataModule(pl.LightningDataModule):
             return batch
         images, labels = batch
         images = images.unsqueeze(1).float().div(255)
-        if self.trainer is not None and self.trainer.training and self.augments_this_epoch():
+        if self.trainer is not None and self.trainer.training and self._augments_this_epoch():
             images = self.batch_augment(images)
         return images.sub_(MNIST_MEAN).div_(MNIST_STD), labels
 
-    def augments_this_epoch(self) -> bool:
+    def _augments_this_epoch(self) -> bool:
         """False in the last `unaugmented_last_epochs` epochs of training: a net too small to fit the warped digits
         well ends on the plain ones that evaluation shows it."""
         if not self.unaugmented_last_epochs:
