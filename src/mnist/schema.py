@@ -90,6 +90,8 @@ def validate(cfg: DictConfig) -> None:
     metric, objectives = cfg.get("optimized_metric"), ("test_acc", "val_acc", "best_val_acc")
     if metric not in objectives:
         raise UserError(f"optimized_metric={metric!r} is not one of {', '.join(objectives)}")
+    if metric == "test_acc" and not cfg.get("test", True):
+        raise UserError("optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc")
     unaugmented, max_steps = cfg.data.get("unaugmented_last_epochs"), cfg.trainer.get("max_steps", -1)
     if unaugmented and max_steps > 0:
         raise UserError(
@@ -97,8 +99,6 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.max_steps={max_steps} may stop the run before those epochs; set data.unaugmented_last_epochs=0 "
             "or trainer.max_steps=-1"
         )
-    if metric == "test_acc" and not cfg.get("test", True):
-        raise UserError("optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc")
 
 
 def suggest_dropout(cfg: DictConfig, trial: Any) -> None:
