@@ -7,8 +7,17 @@ import logging
 import sys
 import warnings
 
-# Lightning calls torch's deprecated LeafSpec() on every step's outputs (fixed upstream, not in our pinned release).
-DEPRECATIONS = [(r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree")]
+# Warnings (message, source module) that are not about the user's run: Lightning calls torch's deprecated LeafSpec()
+# on every step's outputs (fixed upstream, not in our pinned release); its model summary says it counts a
+# mixed-precision model's bytes at 32 bits, which is what mixed precision stores the weights in (the default on CPUs
+# with native bf16 and on GPUs), so the size it prints is right.
+IRRELEVANT_WARNINGS = [
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
+    (
+        r"Precision (bf16|16)-mixed is not supported by the model summary",
+        r"pytorch_lightning\.utilities\.model_summary",
+    ),
+]
 # Lightning's note that a checkpoint dir is not empty: filtered only where a run continues in its own dir (resume).
 OWN_CHECKPOINT_DIR = (
     r"Checkpoint directory .* exists and is not empty",
@@ -33,7 +42,7 @@ class DropNoise(logging.Filter):
 
 def quiet_known_noise() -> None:
     """Idempotent; called by the entry points before anything imports Lightning's trainer or compiles."""
-    for message, module in DEPRECATIONS:
+    for message, module in IRRELEVANT_WARNINGS:
         warnings.filterwarnings("ignore", message=message, module=module)
     for name, starts in NOISE.items():
         logger = logging.getLogger(name)
