@@ -54,7 +54,8 @@ train: install  ## train the default recipe (dropout_steplr); pass overrides as 
 	$(PYTHON) -m src.train $(ARGS)
 
 reproduce: install  ## RECIPES over seeds 1..SEEDS as one multirun; its dir gets results.md (mean ± std per recipe)
-	$(PYTHON) -m src.train -m model=$(subst $(space),$(comma),$(strip $(RECIPES))) 'seed=range(1,$(shell expr $(SEEDS) + 1))' $(ARGS)
+	$(PYTHON) -m src.train -m model=$(subst $(space),$(comma),$(strip $(RECIPES))) \
+		'seed=range(1,$(shell expr $(SEEDS) + 1))' $(ARGS)
 
 backprop: install  ## the published backprop-by-hand sweep over six learning rates (outputs/multiruns/...)
 	$(PYTHON) -m src.train task=backprop -m task.lr=0.1,0.2,0.5,0.8,1.0,2.0 $(ARGS)

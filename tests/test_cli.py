@@ -151,7 +151,7 @@ BAD_VALUES = [
     ("data.unaugmented_last_epochs=-1", "data.unaugmented_last_epochs=-1 must be >= 0"),
     (
         "model=tiny trainer.max_steps=100",
-        "data.unaugmented_last_epochs=2 counts back from trainer.max_epochs, and trainer.max_steps=100 may stop "
+        "data.unaugmented_last_epochs=4 counts back from trainer.max_epochs, and trainer.max_steps=100 may stop "
         "the run before those epochs; set data.unaugmented_last_epochs=0 or trainer.max_steps=-1",
     ),
     ("optimized_metric=test_loss", "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc"),
