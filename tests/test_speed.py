@@ -86,7 +86,7 @@ def summary_warnings(model: pl.LightningModule, quiet: bool) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # so an earlier test's warning is not held back as already shown
         if quiet:
-            quiet_known_noise()  # inside catch_warnings: its filters are undone on the way out
+            quiet_known_noise()  # inside catch_warnings: its warnings filters are undone on the way out
         ModelSummary(model)
     return [str(warning.message) for warning in caught]
 
