@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from src.core.checkpoint import AtomicCheckpointIO
-from tests.conftest import REPO, THREADS, TINY_RUN, cli_in_process, compose_train, train_in_process
+from tests.conftest import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, compose_train, train_in_process
 
 DETERMINISTIC = (
     "model=dropout_steplr",  # dropout, augmentation and an epoch-stepped StepLR: every kind of state to restore
@@ -101,6 +101,26 @@ def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Pa
         "checkpoints/last.ckpt and no summary.json); pass ckpt_path=... or start a new run without resume=true"
     )
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
+
+
+def test_resume_under_settings_changed_since_the_start_names_them(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A recipe file edited between a run's start and its resume (as `tiny`'s unaugmented epochs went from 2 to 4)
+    must not continue the run silently under other settings; where the data lives may change."""
+    run_dir = tmp_path / "2026-12-01_00-00-00-000000-1_record_seed1"
+    shutil.copytree(trained_run, run_dir)
+    (run_dir / "summary.json").unlink()  # unfinished: a last checkpoint and no summary
+    other_data = tmp_path / "mnist_elsewhere"
+    shutil.copytree(tiny_mnist, other_data)
+    changed = ("data.batch_size=16", "optimizer.momentum=0.8")
+    error = cli_in_process("src.train", *TRAINED_RUN, *changed, f"runs_dir={tmp_path}", "resume=true",
+                           data_dir=other_data, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
+        f"error: the run in {run_dir} started with data.batch_size=8 optimizer.momentum=0.9 (this command has "
+        "16, 0.8); add those overrides to continue it as it started, or start a new run"
+    )
+    assert not (run_dir / "summary.json").exists()
 
 
 @pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 import warnings
@@ -13,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 
 from src import start_job_clock
@@ -89,11 +90,67 @@ def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
     """What a checkpoint needs to rebuild its model without the run dir (the resolved model node, recipe, seed),
     its net and the `model.net` settings that rebuild it (named when it is loaded into another net: a layout
     search's net is built from its shape, not from widths), and which training images it learned from (what
-    distillation checks of a teacher)."""
+    distillation checks of a teacher), and every setting that decides what it learns (what a resumed run checks)."""
     split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
     model = OmegaConf.to_container(cfg.model, resolve=True)
     net_record = {"class": type(net).__name__, "settings": getattr(net, "settings", {})}  # published nets: none
-    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_record, "data": split}
+    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_record, "data": split,
+            "learning": learning_settings(cfg)}  # fmt: skip
+
+
+# Settings that say where the data is and how fast a run goes, not what it learns; `model.optimizer` and
+# `model.scheduler` repeat `optimizer` and `scheduler`, compared under the names a command line gives them.
+NOT_LEARNING = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size", "model.compile_mode",
+                "model.channels_last", "model.optimizer", "model.scheduler")  # fmt: skip
+
+
+def learning_settings(cfg: DictConfig) -> dict[str, str]:
+    """Every resolved setting that decides what a run learns, by the path a command line gives it, its value as
+    compact JSON (`{"data.unaugmented_last_epochs": "4"}`): what a resumed run must share with its start, as a recipe
+    file may have changed in between. Strings, so that a checkpoint's `_target_` check sees none of the
+    augmentation's classes in them (they are compared, never instantiated)."""
+    nodes = {
+        "seed": cfg.seed,
+        "trainer.max_epochs": cfg.trainer.get("max_epochs"),
+        "optimizer": cfg.optimizer,
+        "scheduler": cfg.scheduler,
+        "callbacks.ema": cfg.callbacks.get("ema"),
+        **{f"model.{key}": value for key, value in cfg.model.items()},
+        **{f"data.{key}": value for key, value in cfg.data.items()},
+    }
+    flat: dict[str, Any] = {}
+    for path, node in nodes.items():
+        if path in NOT_LEARNING:
+            continue
+        value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+        flat.update(flattened(value, path))
+    return {path: json.dumps(value, separators=(",", ":")) for path, value in flat.items()}
+
+
+def flattened(tree: Any, path: str) -> dict[str, Any]:
+    """{"batch_size": 32} under "data" as {"data.batch_size": 32}; lists are values, as a command line gives them."""
+    if not isinstance(tree, dict) or not tree:
+        return {path: tree}
+    return {key: value for name, child in tree.items() for key, value in flattened(child, f"{path}.{name}").items()}
+
+
+def as_override(value: str) -> str:
+    """A stored JSON value as a command line writes it: `step`, not `"step"`."""
+    return json.loads(value) if value.startswith('"') else value
+
+
+def check_same_learning(saved: dict[str, str] | None, current: dict[str, str], run_dir: Path) -> None:
+    """A run continued in its own dir learns as it started, or stops in one line naming what changed. Settings one
+    side lacks are not compared (added to the project since, their defaults keep what runs did before; checkpoints
+    from before December 2026 hold none)."""
+    changed = sorted(key for key in (saved or {}).keys() & current.keys() if saved[key] != current[key])
+    if changed:
+        started = " ".join(f"{key}={as_override(saved[key])}" for key in changed)
+        now = ", ".join(as_override(current[key]) for key in changed)
+        raise UserError(
+            f"the run in {run_dir} started with {started} (this command has {now}); add those overrides to continue"
+            " it as it started, or start a new run"
+        )
 
 
 def configured_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -120,8 +177,13 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
     model = instantiate(cfg.model)
     log.info("recipe %s: %s has %s parameters", cfg.recipe, net_description(model.net), f"{model.num_params:,}")
+    continues_own_run = checkpoint_path is not None and unfinished_run_of(checkpoint_path) == output_dir.resolve()
     if checkpoint_path is not None:
-        check_fits(copy.deepcopy(model), load_checkpoint(checkpoint_path), checkpoint_path)
+        checkpoint = load_checkpoint(checkpoint_path)
+        check_fits(copy.deepcopy(model), checkpoint, checkpoint_path)
+        if continues_own_run:
+            saved = (checkpoint.get("run_config") or {}).get("learning")
+            check_same_learning(saved, learning_settings(cfg), output_dir)
         log.info("continuing from %s", checkpoint_path)
 
     epoch_log = EpochLog(job_start)
@@ -136,7 +198,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
-            if checkpoint_path is not None and unfinished_run_of(checkpoint_path) == output_dir.resolve():
+            if continues_own_run:
                 message, module = OWN_CHECKPOINT_DIR  # continuing this dir's own run: its checkpoints are there
                 warnings.filterwarnings("ignore", message=message, module=module)
             trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
