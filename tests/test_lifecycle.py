@@ -103,22 +103,34 @@ def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Pa
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 
 
+@pytest.mark.parametrize(
+    ("continues", "changed", "started_with"),
+    [
+        ("resume=true", ("data.batch_size=16", "optimizer.momentum=0.8", "model.test_time_shifts=[]"),
+         "data.batch_size=8 (now 16); optimizer.momentum=0.9 (now 0.8)"),
+        ("ckpt_path=RUN/checkpoints/last.ckpt", ("callbacks.ema=null", "model.label_smoothing=0"),
+         "callbacks.ema._target_=src.mnist.callbacks.WarmupEMA (now null); callbacks.ema.decay=0.999 (now null)"),
+    ],
+)  # fmt: skip
 def test_resume_under_settings_changed_since_the_start_names_them(
-    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
-) -> None:
+    continues: str, changed: tuple[str, ...], started_with: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path,
+    monkeypatch,
+) -> None:  # fmt: skip
     """A recipe file edited between a run's start and its resume (as `tiny`'s unaugmented epochs went from 2 to 4)
-    must not continue the run silently under other settings; where the data lives may change."""
+    must not continue the run silently under other settings: a changed value or a part switched off is named. What
+    does not change what a run learns may differ: where the data lives, evaluation's shifts, 0 for 0.0."""
     run_dir = tmp_path / "2026-12-01_00-00-00-000000-1_record_seed1"
     shutil.copytree(trained_run, run_dir)
     (run_dir / "summary.json").unlink()  # unfinished: a last checkpoint and no summary
     other_data = tmp_path / "mnist_elsewhere"
     shutil.copytree(tiny_mnist, other_data)
-    changed = ("data.batch_size=16", "optimizer.momentum=0.8")
-    error = cli_in_process("src.train", *TRAINED_RUN, *changed, f"runs_dir={tmp_path}", "resume=true",
+    continue_it = continues.replace("RUN", str(run_dir))
+    error = cli_in_process("src.train", *TRAINED_RUN, *changed, f"runs_dir={tmp_path}", continue_it,
                            data_dir=other_data, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
-        f"error: the run in {run_dir} started with data.batch_size=8 optimizer.momentum=0.9 (this command has "
-        "16, 0.8); add those overrides to continue it as it started, or start a new run"
+        f"error: the run in {run_dir} started with {started_with}: resume it under those settings (its first "
+        f"command's overrides are in {run_dir / '.hydra' / 'overrides.yaml'}, and a recipe file edited since must be "
+        "restored), or start a new run"
     )
     assert not (run_dir / "summary.json").exists()
 

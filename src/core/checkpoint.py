@@ -116,9 +116,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunConfigInCheckpoint(pl.Callback):
-    """Stores the resolved `model` config, recipe, seed, the net's class and settings and the training split in every
-    checkpoint (plain dicts, lists, strings and numbers), so that `src.eval` and `src.predict` rebuild the net from
-    the checkpoint alone."""
+    """Stores the resolved `model` config, recipe, seed, the net's class and settings, the training split and the
+    settings that decide what the run learns in every checkpoint (plain dicts, lists, strings and numbers), so that
+    `src.eval` and `src.predict` rebuild the net from the checkpoint alone and a resumed run checks its settings."""
 
     def __init__(self, run_config: dict[str, Any]) -> None:
         self.run_config = run_config

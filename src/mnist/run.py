@@ -98,33 +98,38 @@ def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
             "learning": learning_settings(cfg)}  # fmt: skip
 
 
-# Settings that say where the data is and how fast a run goes, not what it learns; `model.optimizer` and
-# `model.scheduler` repeat `optimizer` and `scheduler`, compared under the names a command line gives them.
+# Settings that change where files are, how fast a run goes or how it is evaluated, not what it learns:
+# `model.optimizer` and `model.scheduler` repeat `optimizer` and `scheduler`, compared under the names a command line
+# gives them; `optimizer.foreach` gives the same numbers; `model.max_params` is a size check.
 NOT_LEARNING = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size", "model.compile_mode",
-                "model.channels_last", "model.optimizer", "model.scheduler")  # fmt: skip
+                "model.channels_last", "model.optimizer", "model.scheduler", "model.test_time_shifts",
+                "model.max_params", "model.distillation.checkpoint", "optimizer.foreach")  # fmt: skip
+TRAINER_LEARNING = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "gradient_clip_val")
 
 
-def learning_settings(cfg: DictConfig) -> dict[str, str]:
-    """Every resolved setting that decides what a run learns, by the path a command line gives it, its value as
-    compact JSON (`{"data.unaugmented_last_epochs": "4"}`): what a resumed run must share with its start, as a recipe
-    file may have changed in between. Strings, so that a checkpoint's `_target_` check sees none of the
+def learning_settings(cfg: DictConfig) -> dict[str, dict[str, str]]:
+    """The resolved settings that decide what a run learns, by the paths a command line gives them, each value as
+    compact JSON, grouped by the config node they come from (`{"data.batch_size": {"data.batch_size": "32"},
+    "scheduler": {"scheduler.interval": "\"step\"", ...}}`): what a resumed run must share with its start, as a
+    recipe file may have changed in between. Strings, so that a checkpoint's `_target_` check sees none of the
     augmentation's classes in them (they are compared, never instantiated)."""
     nodes = {
         "seed": cfg.seed,
-        "trainer.max_epochs": cfg.trainer.get("max_epochs"),
+        **{f"trainer.{key}": cfg.trainer.get(key) for key in TRAINER_LEARNING},
         "optimizer": cfg.optimizer,
         "scheduler": cfg.scheduler,
         "callbacks.ema": cfg.callbacks.get("ema"),
         **{f"model.{key}": value for key, value in cfg.model.items()},
         **{f"data.{key}": value for key, value in cfg.data.items()},
     }
-    flat: dict[str, Any] = {}
+    settings = {}
     for path, node in nodes.items():
         if path in NOT_LEARNING:
             continue
         value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
-        flat.update(flattened(value, path))
-    return {path: json.dumps(value, separators=(",", ":")) for path, value in flat.items()}
+        leaves = {key: json.dumps(leaf, separators=(",", ":")) for key, leaf in flattened(value, path).items()}
+        settings[path] = {key: leaf for key, leaf in leaves.items() if key not in NOT_LEARNING}
+    return settings
 
 
 def flattened(tree: Any, path: str) -> dict[str, Any]:
@@ -134,22 +139,35 @@ def flattened(tree: Any, path: str) -> dict[str, Any]:
     return {key: value for name, child in tree.items() for key, value in flattened(child, f"{path}.{name}").items()}
 
 
-def as_override(value: str) -> str:
-    """A stored JSON value as a command line writes it: `step`, not `"step"`."""
-    return json.loads(value) if value.startswith('"') else value
+def learning_changes(saved: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
+    """`name=started (now current)` for each setting that differs, JSON values compared as values (0 is 0.0). A node
+    one side lacks is not compared (added to the project since: its default keeps what runs did before); within a
+    node, a setting one side lacks is null there (a scheduler switched off, another optimiser)."""
+    changes = []
+    for node in sorted(saved.keys() & current.keys()):
+        before, now = saved[node], current[node]
+        for key in sorted(before.keys() | now.keys()):
+            old, new = (json.loads(side.get(key, "null")) for side in (before, now))
+            if old != new:
+                changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
+    return changes
 
 
-def check_same_learning(saved: dict[str, str] | None, current: dict[str, str], run_dir: Path) -> None:
-    """A run continued in its own dir learns as it started, or stops in one line naming what changed. Settings one
-    side lacks are not compared (added to the project since, their defaults keep what runs did before; checkpoints
-    from before December 2026 hold none)."""
-    changed = sorted(key for key in (saved or {}).keys() & current.keys() if saved[key] != current[key])
-    if changed:
-        started = " ".join(f"{key}={as_override(saved[key])}" for key in changed)
-        now = ", ".join(as_override(current[key]) for key in changed)
+def as_override(value: Any) -> str:
+    """A value as a command line writes it: `step`, not `"step"`."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def check_same_learning(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path) -> None:
+    """A run continued in its own dir learns as it started, or stops in one line naming what changed (checkpoints
+    from before December 2026 hold no settings to compare)."""
+    saved = (checkpoint.get("run_config") or {}).get("learning")
+    changes = learning_changes(saved, learning_settings(cfg)) if saved else []
+    if changes:
         raise UserError(
-            f"the run in {run_dir} started with {started} (this command has {now}); add those overrides to continue"
-            " it as it started, or start a new run"
+            f"the run in {run_dir} started with {'; '.join(changes)}: resume it under those settings (its first "
+            f"command's overrides are in {run_dir / '.hydra' / 'overrides.yaml'}, and a recipe file edited since "
+            "must be restored), or start a new run"
         )
 
 
@@ -171,19 +189,18 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     job_start = start_job_clock()  # before data loading: the `fast` goal counts it
     validate(cfg)
     checkpoint_path = resume_checkpoint(cfg, output_dir)
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    continues_own_run = checkpoint_path is not None and unfinished_run_of(checkpoint_path) == output_dir.resolve()
+    if continues_own_run:
+        check_same_learning(checkpoint, cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
     model = instantiate(cfg.model)
     log.info("recipe %s: %s has %s parameters", cfg.recipe, net_description(model.net), f"{model.num_params:,}")
-    continues_own_run = checkpoint_path is not None and unfinished_run_of(checkpoint_path) == output_dir.resolve()
-    if checkpoint_path is not None:
-        checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint is not None:
         check_fits(copy.deepcopy(model), checkpoint, checkpoint_path)
-        if continues_own_run:
-            saved = (checkpoint.get("run_config") or {}).get("learning")
-            check_same_learning(saved, learning_settings(cfg), output_dir)
         log.info("continuing from %s", checkpoint_path)
 
     epoch_log = EpochLog(job_start)
