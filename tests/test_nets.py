@@ -62,3 +62,23 @@ def test_a_budget_filled_net_is_the_compact_net_of_its_widths_with_the_same_init
 def test_a_shape_that_cannot_be_built_is_one_line(shape: dict[str, float], message: str) -> None:
     with pytest.raises(UserError, match=message):
         budget_filling_gap_net(**{"max_params": 4_000, **shape})
+
+
+def test_separable_body_convs_are_depthwise_then_pointwise_and_cost_what_they_should() -> None:
+    """A separable conv has 9·in + in depthwise and in·out + out pointwise weights and biases, a full one 9·in·out
+    + out; the BatchNorm after either is the same."""
+    full = CompactGapNet(stem=[8, 10], squeeze=8, body=[16, 22, 26])
+    net = CompactGapNet(stem=[8, 10], squeeze=8, body=[16, 22, 26], separable=2)
+    saved = sum(9 * cin * cout - 10 * cin - cin * cout for cin, cout in [(16, 22), (22, 26)])
+    assert count_parameters(full) - count_parameters(net) == saved
+    depthwise = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert [(m.in_channels, m.groups) for m in depthwise] == [(16, 16), (22, 22)]
+    assert count_parameters(net) == 3_852 and net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert repr(net).startswith("CompactGapNet(\n  stem=[8, 10], squeeze=8, body=[16, 22, 26], separable=2")
+    assert "separable" not in full.settings  # full-conv nets keep their names in logs and summaries
+
+
+@pytest.mark.parametrize(("separable", "body"), [(-1, [10]), (3, [10, 12])])
+def test_more_separable_convs_than_the_body_has_is_one_line(separable: int, body: list[int]) -> None:
+    with pytest.raises(UserError, match=rf"separable={separable} must be between 0 and the {len(body)} body convs"):
+        CompactGapNet(stem=[8], squeeze=8, body=body, separable=separable)
