@@ -1,6 +1,7 @@
 """`python -m src.eval ckpt_path=...`: test loss and accuracy of a checkpoint, written to the eval's `eval.json`
 (its own name, so that tables of training runs never mistake an eval for one). `test_time_shifts=[]` (or other
-shifts) evaluates the same weights with other test-time shifts than the run's own."""
+shifts) evaluates the same weights with other test-time shifts than the run's own; `held_out=true` evaluates them
+on the training images the run held out (`data.val_split`), where settings are chosen without the test set."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.core.checkpoint import model_from_checkpoint
-from src.core.errors import one_line_exit
+from src.core.errors import UserError, one_line_exit
 from src.core.files import write_json_atomically
 from src.core.logs import quiet_known_noise
 from src.core.provenance import provenance
@@ -27,25 +28,41 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     shifts = cfg.test_time_shifts
     overrides = None if shifts is None else {"test_time_shifts": OmegaConf.to_container(shifts)}
     model, checkpoint = model_from_checkpoint(ckpt_path, model_overrides=overrides)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    split = held_out_split(checkpoint, ckpt_path) if cfg.held_out else {}
+    datamodule = instantiate(cfg.data, **split)
+    datamodule.prepare_data()
+    run_stage, stage = (trainer.validate, "val") if cfg.held_out else (trainer.test, "test")
+    metrics = run_stage(model, datamodule=datamodule, verbose=False)[0]
     summary = {
         "ckpt_path": str(ckpt_path),
         "recipe": checkpoint["run_config"]["recipe"],
         "seed": checkpoint["run_config"]["seed"],
         "params": model.num_params,
         "epoch": checkpoint["epoch"] + 1,
-        "test_acc": round(100.0 * test["test/acc"], 4),
-        "test_loss": test["test/loss"],
+        **split,
+        f"{stage}_acc": round(100.0 * metrics[f"{stage}/acc"], 4),
+        f"{stage}_loss": metrics[f"{stage}/loss"],
         "test_time_shifts": [list(shift) for shift in model.test_time_shifts],
         **provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size),
     }
     write_json_atomically(output_dir / "eval.json", summary)
-    log.info("%s (recipe %s, epoch %d): test acc %.2f%%, test loss %.4f; written to %s", ckpt_path, summary["recipe"],
-             summary["epoch"], summary["test_acc"], summary["test_loss"], output_dir / "eval.json")  # fmt: skip
+    log.info("%s (recipe %s, epoch %d): %s acc %.2f%%, %s loss %.4f; written to %s", ckpt_path, summary["recipe"],
+             summary["epoch"], stage, summary[f"{stage}_acc"], stage, summary[f"{stage}_loss"],
+             output_dir / "eval.json")  # fmt: skip
     return summary
+
+
+def held_out_split(checkpoint: dict, ckpt_path: Path) -> dict[str, int]:
+    """The training images the checkpoint's run held out (`val_split` of them, drawn with `split_seed`): the split
+    comes from the checkpoint, so that an eval never scores a run on images it learned from."""
+    split = checkpoint["run_config"].get("data") or {}
+    if not split.get("val_split"):
+        raise UserError(
+            f"held_out=true needs a run trained with data.val_split=N, and ckpt_path={ckpt_path} learned from every "
+            "training image; evaluate it on the test set (held_out=false)"
+        )
+    return {"val_split": split["val_split"], "split_seed": split["split_seed"]}
 
 
 quiet_known_noise()
@@ -56,7 +73,8 @@ register_resolvers()  # before @hydra.main composes the config
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        return evaluate(cfg, output_dir)["test_acc"]
+        summary = evaluate(cfg, output_dir)
+        return summary["val_acc" if cfg.held_out else "test_acc"]
     except Exception as error:
         raise one_line_exit(error, output_dir) from None
 

@@ -103,13 +103,26 @@ def test_tensorboard_events_hold_metrics_and_figures(trained_run: Path) -> None:
         assert "test/misclassified" in events.Tags()["images"]
 
 
-def test_a_held_out_run_without_test_logs_its_final_figures(tiny_mnist: Path, tmp_path: Path) -> None:
-    """test=false (how settings are chosen): TensorBoard's hparams get the validation figures, and no test figure."""
-    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=1", "data.val_split=64", "test=false")
-    summary = train_in_process(*overrides, "optimized_metric=val_acc", run_dir=tmp_path, data_dir=tiny_mnist)
+def test_a_held_out_run_without_test_logs_its_final_figures_and_eval_scores_it_again_held_out(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """test=false (how settings are chosen): TensorBoard's hparams get the validation figures, and no test figure.
+    `src.eval held_out=true` finds the same held-out images from the checkpoint alone and gives the same figure."""
+    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=1", "data.val_split=64", "test=false",
+                 "data.split_seed=5")  # fmt: skip
+    run_dir = tmp_path / "run"
+    summary = train_in_process(*overrides, "optimized_metric=val_acc", run_dir=run_dir, data_dir=tiny_mnist)
     assert summary["test_acc"] is None and summary["val_acc"] is not None
-    scalars = set(read_tensorboard(tmp_path).Tags()["scalars"])
+    scalars = set(read_tensorboard(run_dir).Tags()["scalars"])
     assert {"hparams/val_acc", "hparams/best_val_acc"} <= scalars and "hparams/test_acc" not in scalars
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    error = cli_in_process("src.eval", f"ckpt_path={ckpt}", "held_out=true", f"hydra.run.dir={tmp_path / 'eval'}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None, error
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert (evaluated["val_split"], evaluated["split_seed"], evaluated["val_acc"]) == (64, 5, summary["val_acc"])
+    assert "test_acc" not in evaluated
 
 
 def test_a_run_that_evaluates_nothing_says_so(tiny_mnist: Path, tmp_path: Path) -> None:

@@ -53,6 +53,20 @@ def test_eval_with_other_test_time_shifts_evaluates_the_same_weights(
     assert evaluated["test_acc"] == pytest.approx(100 * correct / len(datamodule.test_set))
 
 
+def test_eval_held_out_of_a_run_that_held_nothing_out_is_one_line(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its validation images were the test set: scoring it "held out" would report the test set under another name."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    error = cli_in_process("src.eval", f"ckpt_path={ckpt}", "held_out=true", f"hydra.run.dir={tmp_path / 'eval'}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
+        f"error: held_out=true needs a run trained with data.val_split=N, and ckpt_path={ckpt.resolve()} learned "
+        "from every training image; evaluate it on the test set (held_out=false)"
+    )
+    assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.slow
 def test_eval_of_a_missing_checkpoint_is_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
     result = run_cli(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}",
