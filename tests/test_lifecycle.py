@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from src.core.checkpoint import AtomicCheckpointIO
+from src.mnist.run import learning_changes
 from tests.conftest import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, compose_train, train_in_process
 
 DETERMINISTIC = (
@@ -135,19 +136,28 @@ def test_resume_under_settings_changed_since_the_start_names_them(
     assert not (run_dir / "summary.json").exists()
 
 
+def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_only_when_switched_on() -> None:
+    """`model.net.separable` came after `learning` did: a run started without it learned with none separable."""
+    saved = {"model.net": {"model.net.body": "[14,16,16]"}}
+    assert learning_changes(saved, {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "0"}}) == []
+    switched_on = {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "2"}}
+    assert learning_changes(saved, switched_on) == ["model.net.separable=null (now 2)"]
+
+
 @pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),
-                                         ("model.net.body=[14,16,18]", "CompactGapNet")])  # fmt: skip
+                                         ("model.net.body=[14,16,18]", "CompactGapNet"),
+                                         ("model.net.separable=2", "CompactGapNet")])  # fmt: skip
 def test_checkpoint_of_another_net_is_refused_in_one_line(
     net: str, run: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """Another recipe's net, or the same recipe's with other widths (a layout search's trial): the line names the
-    checkpoint's widths."""
+    """Another recipe's net, or the same recipe's with other widths (a layout search's trial) or other separable
+    convs (`tiny`'s are, a full-conv trial's are not): the line names every setting that rebuilds the checkpoint's."""
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     error = cli_in_process("src.train", "model=record", net, *TINY_RUN, f"ckpt_path={ckpt}",
                            f"runs_dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
         f"error: ckpt_path={ckpt} does not fit this run's {run}: it holds recipe record's CompactGapNet; "
-        "use model=record model.net.stem=[10,16] model.net.squeeze=10 model.net.body=[14,16,16]"
+        "use model=record model.net.stem=[10,16] model.net.squeeze=10 model.net.body=[14,16,16] model.net.separable=0"
     )
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 

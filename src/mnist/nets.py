@@ -158,13 +158,13 @@ class CompactGapNet(nn.Module):
 
     @property
     def settings(self) -> dict[str, object]:
-        """The `model.net` keys that rebuild this net (a layout search's trial writes into a recipe with them);
-        `separable` only where some body conv is, so that the full-conv nets keep their names."""
-        settings: dict[str, object] = {"stem": self.stem, "squeeze": self.squeeze, "body": self.body}
-        return settings | ({"separable": self.separable} if self.separable else {})
+        """The `model.net` keys that rebuild this net (a layout search's trial writes into a recipe with them)."""
+        return {"stem": self.stem, "squeeze": self.squeeze, "body": self.body, "separable": self.separable}
 
     def extra_repr(self) -> str:
-        return settings_repr(self.settings)
+        """`separable` only where some body conv is, so that the full-conv nets keep their names in logs."""
+        shown = {key: value for key, value in self.settings.items() if key != "separable" or value}
+        return settings_repr(shown)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.features(x).flatten(1), dim=1)

@@ -141,14 +141,16 @@ def flattened(tree: Any, path: str) -> dict[str, Any]:
 
 def learning_changes(saved: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
     """`name=started (now current)` for each setting that differs, JSON values compared as values (0 is 0.0). A node
-    one side lacks is not compared (added to the project since: its default keeps what runs did before); within a
-    node, a setting one side lacks is null there (a scheduler switched off, another optimiser)."""
+    one side lacks is not compared, nor a setting the start lacks that is now off (0, false, null, empty): both were
+    added to the project since, and their defaults keep what runs did before; otherwise, within a node, a setting one
+    side lacks is null there (a scheduler switched off, another optimiser)."""
     changes = []
     for node in sorted(saved.keys() & current.keys()):
         before, now = saved[node], current[node]
         for key in sorted(before.keys() | now.keys()):
             old, new = (json.loads(side.get(key, "null")) for side in (before, now))
-            if old != new:
+            added_since = key not in before and new in (0, None, [], {})
+            if old != new and not added_since:
                 changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
     return changes
 
