@@ -88,7 +88,7 @@ def test_a_distilled_student_trains_and_is_evaluated_without_its_teacher(
     assert summary["epochs"] == 2 and summary["test_acc"] > 0
     teacher.unlink()
     student, checkpoint = model_from_checkpoint(student_dir / "checkpoints" / "last.ckpt")
-    assert student.num_params == 3_860 and checkpoint["run_config"]["model"]["distillation"]["checkpoint"] == str(
+    assert student.num_params == 3_966 and checkpoint["run_config"]["model"]["distillation"]["checkpoint"] == str(
         teacher
     )
 
