@@ -56,8 +56,13 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
 def held_out_split(checkpoint: dict, ckpt_path: Path) -> dict[str, int]:
     """The training images the checkpoint's run held out (`val_split` of them, drawn with `split_seed`): the split
     comes from the checkpoint, so that an eval never scores a run on images it learned from."""
-    split = checkpoint["run_config"].get("data") or {}
-    if not split.get("val_split"):
+    split = checkpoint["run_config"].get("data")
+    if split is None:
+        raise UserError(
+            f"held_out=true needs to know which training images the run held out, and ckpt_path={ckpt_path} does not "
+            "say (written before December 2026); evaluate it on the test set (held_out=false)"
+        )
+    if not split["val_split"]:
         raise UserError(
             f"held_out=true needs a run trained with data.val_split=N, and ckpt_path={ckpt_path} learned from every "
             "training image; evaluate it on the test set (held_out=false)"

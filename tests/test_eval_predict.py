@@ -67,6 +67,22 @@ def test_eval_held_out_of_a_run_that_held_nothing_out_is_one_line(
     assert not (tmp_path / "eval").exists()
 
 
+def test_eval_held_out_of_a_checkpoint_that_does_not_record_its_split_is_one_line(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints from before the split was stored: whether the run held images out is unknown, not "none"."""
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint["run_config"]["data"]
+    ckpt = tmp_path / "old.ckpt"
+    torch.save(checkpoint, ckpt)
+    error = cli_in_process("src.eval", f"ckpt_path={ckpt}", "held_out=true", f"hydra.run.dir={tmp_path / 'eval'}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
+        f"error: held_out=true needs to know which training images the run held out, and ckpt_path={ckpt.resolve()} "
+        "does not say (written before December 2026); evaluate it on the test set (held_out=false)"
+    )
+
+
 @pytest.mark.slow
 def test_eval_of_a_missing_checkpoint_is_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
     result = run_cli(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}",

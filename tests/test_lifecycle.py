@@ -141,7 +141,7 @@ def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_o
     saved = {"model.net": {"model.net.body": "[14,16,16]"}}
     assert learning_changes(saved, {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "0"}}) == []
     switched_on = {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "2"}}
-    assert learning_changes(saved, switched_on) == ["model.net.separable=null (now 2)"]
+    assert learning_changes(saved, switched_on) == ["model.net.separable unset, i.e. off (now 2)"]
 
 
 @pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),

@@ -78,7 +78,8 @@ def test_separable_body_convs_are_depthwise_then_pointwise_and_cost_what_they_sh
     assert full.settings["separable"] == 0 and "separable" not in repr(full)  # full-conv nets keep their names
 
 
-@pytest.mark.parametrize(("separable", "body"), [(-1, [10]), (3, [10, 12])])
-def test_more_separable_convs_than_the_body_has_is_one_line(separable: int, body: list[int]) -> None:
-    with pytest.raises(UserError, match=rf"separable={separable} must be between 0 and the {len(body)} body convs"):
+@pytest.mark.parametrize(("separable", "body"), [(-1, [10]), (3, [10, 12]), (None, [10]), (1.5, [10, 12])])
+def test_a_separable_count_the_body_cannot_have_is_one_line(separable: object, body: list[int]) -> None:
+    expected = rf"separable={separable} must be a whole number between 0 and the {len(body)} body convs"
+    with pytest.raises(UserError, match=expected):
         CompactGapNet(stem=[8], squeeze=8, body=body, separable=separable)

@@ -26,7 +26,7 @@ def conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int = 3, padd
 
 def separable_relu_bn(in_channels: int, out_channels: int) -> nn.Sequential:
     """A depthwise 3×3 conv (one filter per channel) and a 1×1 conv → ReLU → BatchNorm: 9·in + in·out weights
-    against a full 3×3 conv's 9·in·out, so a budget buys about three times the width. No activation between the
+    against a full 3×3 conv's 9·in·out, so a budget buys two to three times the width. No activation between the
     two convs: they are one factored conv."""
     return nn.Sequential(
         nn.Conv2d(in_channels, in_channels, 3, groups=in_channels),
@@ -139,8 +139,10 @@ class CompactGapNet(nn.Module):
         super().__init__()
         if not stem or not body:
             raise UserError(f"stem and body need at least one conv each, got stem={stem} body={body}")
-        if not 0 <= separable <= len(body):
-            raise UserError(f"separable={separable} must be between 0 and the {len(body)} body convs of body={body}")
+        if isinstance(separable, bool) or not isinstance(separable, int) or not 0 <= separable <= len(body):
+            raise UserError(
+                f"separable={separable} must be a whole number between 0 and the {len(body)} body convs of body={body}"
+            )
         layers: list[nn.Module] = []
         channels = 1
         for width in stem:
@@ -163,8 +165,8 @@ class CompactGapNet(nn.Module):
 
     def extra_repr(self) -> str:
         """`separable` only where some body conv is, so that the full-conv nets keep their names in logs."""
-        shown = {key: value for key, value in self.settings.items() if key != "separable" or value}
-        return settings_repr(shown)
+        widths = {"stem": self.stem, "squeeze": self.squeeze, "body": self.body}
+        return settings_repr(widths | ({"separable": self.separable} if self.separable else {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.features(x).flatten(1), dim=1)

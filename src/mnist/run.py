@@ -36,7 +36,8 @@ TARGET_ACC = 99.4
 
 def net_description(net: torch.nn.Module) -> str:
     """`CompactGapNet(stem=[8, 10], squeeze=8, body=[10, 10, 12])`: enough to write the net into a recipe (a layout
-    search's trials differ only in it); the published nets, whose widths are fixed, give their class name alone."""
+    search's trials differ only in it; `separable` is named where it is not 0, so a full-conv net written into `tiny`
+    needs `separable: 0`); the published nets, whose widths are fixed, give their class name alone."""
     widths = net.extra_repr()
     return f"{type(net).__name__}({widths})" if widths else type(net).__name__
 
@@ -142,16 +143,18 @@ def flattened(tree: Any, path: str) -> dict[str, Any]:
 def learning_changes(saved: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
     """`name=started (now current)` for each setting that differs, JSON values compared as values (0 is 0.0). A node
     one side lacks is not compared, nor a setting the start lacks that is now off (0, false, null, empty): both were
-    added to the project since, and their defaults keep what runs did before; otherwise, within a node, a setting one
-    side lacks is null there (a scheduler switched off, another optimiser)."""
+    added to the project since, and a key added to a recipe must default to what runs did before it (off); otherwise,
+    within a node, a setting one side lacks is null there (a scheduler switched off, another optimiser)."""
     changes = []
     for node in sorted(saved.keys() & current.keys()):
         before, now = saved[node], current[node]
         for key in sorted(before.keys() | now.keys()):
             old, new = (json.loads(side.get(key, "null")) for side in (before, now))
-            added_since = key not in before and new in (0, None, [], {})
-            if old != new and not added_since:
-                changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
+            if key in before or key not in now:
+                if old != new:
+                    changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
+            elif new not in (0, None, "", [], {}):  # added since the start, and switched on
+                changes.append(f"{key} unset, i.e. off (now {as_override(new)})")
     return changes
 
 
