@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.core.checkpoint import model_from_checkpoint
+from src.core.checkpoint import model_from_checkpoint, stored_split
 from src.core.errors import UserError, one_line_exit
 from src.core.files import write_json_atomically
 from src.core.logs import quiet_known_noise
@@ -56,12 +56,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
 def held_out_split(checkpoint: dict, ckpt_path: Path) -> dict[str, int]:
     """The training images the checkpoint's run held out (`val_split` of them, drawn with `split_seed`): the split
     comes from the checkpoint, so that an eval never scores a run on images it learned from."""
-    split = checkpoint["run_config"].get("data")
-    if split is None:
-        raise UserError(
-            f"held_out=true needs to know which training images the run held out, and ckpt_path={ckpt_path} does not "
-            "say (written before December 2026); evaluate it on the test set (held_out=false)"
-        )
+    split = stored_split(checkpoint, ckpt_path, "ckpt_path", "held_out=true needs one that does")
     if not split["val_split"]:
         raise UserError(
             f"held_out=true needs a run trained with data.val_split=N, and ckpt_path={ckpt_path} learned from every "

@@ -8,9 +8,9 @@ import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
-from src.core.checkpoint import model_from_checkpoint
+from src.core.checkpoint import model_from_checkpoint, stored_split
 from src.core.errors import UserError
-from src.mnist.distill import Distillation, teacher_split
+from src.mnist.distill import Distillation
 from src.mnist.nets import UnshuffleGapNet
 from tests.conftest import TINY_RUN, compose_train, train_in_process
 
@@ -68,7 +68,8 @@ def test_a_missing_teacher_is_named_in_one_line(tmp_path: Path) -> None:
 
 def test_a_teacher_that_does_not_say_its_split_is_refused() -> None:
     with pytest.raises(UserError, match="old.ckpt does not say which training images its run held out"):
-        teacher_split({"run_config": {"recipe": "record", "model": {}}}, "old.ckpt")
+        old = {"run_config": {"recipe": "record", "model": {}}}
+        stored_split(old, "old.ckpt", "distill.checkpoint", "train the teacher again with src.train")
 
 
 def test_the_teacher_recipe_has_no_student_budget() -> None:

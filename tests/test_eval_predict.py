@@ -78,8 +78,8 @@ def test_eval_held_out_of_a_checkpoint_that_does_not_record_its_split_is_one_lin
     error = cli_in_process("src.eval", f"ckpt_path={ckpt}", "held_out=true", f"hydra.run.dir={tmp_path / 'eval'}",
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
-        f"error: held_out=true needs to know which training images the run held out, and ckpt_path={ckpt.resolve()} "
-        "does not say (written before December 2026); evaluate it on the test set (held_out=false)"
+        f"error: ckpt_path={ckpt.resolve()} does not say which training images its run held out (written before "
+        "December 2026); held_out=true needs one that does"
     )
 
 

@@ -170,6 +170,17 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")
 
 
+def stored_split(checkpoint: dict[str, Any], path: str | Path, key: str, remedy: str) -> dict[str, int]:
+    """The training split the checkpoint's run held out (`val_split`, `split_seed`), as the run stored it; one line,
+    naming the setting `key` that gave the path and what to do instead, if the checkpoint predates storing it."""
+    split = (checkpoint.get("run_config") or {}).get("data")
+    if split is None:
+        raise UserError(
+            f"{key}={path} does not say which training images its run held out (written before December 2026); {remedy}"
+        )
+    return split
+
+
 def model_from_checkpoint(
     path: str | Path, key: str = "ckpt_path", model_overrides: Mapping[str, Any] | None = None
 ) -> tuple[pl.LightningModule, dict[str, Any]]:

@@ -4,25 +4,12 @@ limit; it is read as every checkpoint is (`weights_only=True`, its `_target_`s a
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from src.core.checkpoint import model_from_checkpoint
+from src.core.checkpoint import model_from_checkpoint, stored_split
 from src.core.errors import UserError
-
-
-def teacher_split(checkpoint: dict[str, Any], path: str) -> dict[str, int]:
-    """The teacher's training split, as its run stored it; one line if its checkpoint predates storing it."""
-    split = (checkpoint.get("run_config") or {}).get("data")
-    if split is None:
-        raise UserError(
-            f"distill.checkpoint={path} does not say which training images its run held out (written before "
-            "distillation existed); train the teacher again with src.train"
-        )
-    return split
 
 
 class Distillation:
@@ -48,13 +35,15 @@ class Distillation:
         """Reads the teacher onto the student's device and dtype, refusing one that trained on images this run
         holds out: a held-out score must come from images neither net has learned from."""
         teacher, checkpoint = model_from_checkpoint(self.checkpoint, key="distill.checkpoint")
-        split = teacher_split(checkpoint, self.checkpoint) if val_split else None  # holding nothing out: any split
-        if split is not None and (split["val_split"], split["split_seed"]) != (val_split, split_seed):
-            raise UserError(
-                f"distill.checkpoint={self.checkpoint} trained with data.val_split={split['val_split']} "
-                f"(split_seed {split['split_seed']}), so it has learned from images this run holds out "
-                f"(data.val_split={val_split}, split_seed {split_seed}); train the teacher with the same split"
-            )
+        if val_split:  # holding nothing out, any teacher's split will do
+            remedy = "train the teacher again with src.train"
+            split = stored_split(checkpoint, self.checkpoint, "distill.checkpoint", remedy)
+            if (split["val_split"], split["split_seed"]) != (val_split, split_seed):
+                raise UserError(
+                    f"distill.checkpoint={self.checkpoint} trained with data.val_split={split['val_split']} "
+                    f"(split_seed {split['split_seed']}), so it has learned from images this run holds out "
+                    f"(data.val_split={val_split}, split_seed {split_seed}); train the teacher with the same split"
+                )
         self.teacher = teacher.net.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     def loss(self, images: torch.Tensor, log_probs: torch.Tensor, label_loss: torch.Tensor) -> torch.Tensor:

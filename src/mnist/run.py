@@ -150,11 +150,11 @@ def learning_changes(saved: dict[str, dict[str, str]], current: dict[str, dict[s
         before, now = saved[node], current[node]
         for key in sorted(before.keys() | now.keys()):
             old, new = (json.loads(side.get(key, "null")) for side in (before, now))
-            if key in before or key not in now:
-                if old != new:
-                    changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
-            elif new not in (0, None, "", [], {}):  # added since the start, and switched on
-                changes.append(f"{key} unset, i.e. off (now {as_override(new)})")
+            if key not in before:  # added to the project since the start: a change only where switched on
+                if new not in (0, None, "", [], {}):
+                    changes.append(f"{key} unset, i.e. off (now {as_override(new)})")
+            elif old != new:
+                changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
     return changes
 
 
