@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.core.checkpoint import AtomicCheckpointIO
+from src.core.checkpoint import AtomicCheckpointIO, settings_with_defaults
 from src.mnist.run import learning_changes
 from tests.conftest import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, compose_train, train_in_process
 
@@ -176,6 +176,15 @@ def test_checkpoint_from_before_the_widths_were_stored_names_its_recipe(
         "use model=record"
     )
     assert not any((tmp_path / "runs").glob("*")), "a failed start leaves no run dir"
+
+
+def test_a_hint_names_the_settings_a_checkpoint_predates_at_their_defaults() -> None:
+    """A checkpoint from before `separable` existed held a full-conv net: its hint must say so, or following it under
+    `tiny` (separable now) builds another net and is refused again."""
+    stored = {"stem": [8, 10], "squeeze": 8, "body": [10, 10, 12]}
+    assert settings_with_defaults("src.mnist.nets.CompactGapNet", stored) == {**stored, "separable": 0}
+    no_body = {"stem": [8, 10], "squeeze": 8}
+    assert settings_with_defaults("src.mnist.nets.CompactGapNet", no_body) == no_body, "no such net: as stored"
 
 
 def test_checkpoints_are_replaced_atomically(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra._internal import target_policy
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning_fabric.utilities.types import _PATH
 from omegaconf import DictConfig, ListConfig
 from omegaconf.base import ContainerMetadata, Metadata
@@ -161,13 +161,26 @@ def check_fits(model: pl.LightningModule, checkpoint: dict[str, Any], path: str 
     saved = checkpoint.get("run_config")
     if saved:
         # Its class and the settings that rebuild it; checkpoints from before December 2026 have only the target.
-        net = saved.get("net") or {"class": saved["model"]["net"]["_target_"].rsplit(".", 1)[-1], "settings": {}}
+        target = saved["model"]["net"]["_target_"]
+        net = saved.get("net") or {"class": target.rsplit(".", 1)[-1], "settings": {}}
         settings = "".join(f" model.net.{key}={json.dumps(value, separators=(',', ':'))}" for key, value in
-                           net["settings"].items())  # fmt: skip
+                           settings_with_defaults(target, net["settings"]).items())  # fmt: skip
         holds = f"holds recipe {saved['recipe']}'s {net['class']}; use model={saved['recipe']}{settings}"
     else:
         holds = "holds weights of another net"
     raise UserError(f"{key}={path} does not fit this run's {type(model.net).__name__}: it {holds}")
+
+
+def settings_with_defaults(target: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's net settings, those added to the net since it was written (`separable`) at their defaults, which
+    is what the run had: a hint that names only the stored ones would build today's recipe value instead (`tiny`'s
+    separable body). Rebuilding checks them too; settings no net of `target` takes are named as stored."""
+    if not settings:
+        return settings
+    try:
+        return get_class(target)(**settings).settings
+    except (TypeError, ValueError, UserError):
+        return settings
 
 
 def stored_split(checkpoint: dict[str, Any], path: str | Path, key: str, remedy: str) -> dict[str, int]:
