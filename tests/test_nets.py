@@ -32,7 +32,7 @@ def test_nets_return_log_probabilities_for_ten_classes(net: torch.nn.Module) -> 
 @pytest.mark.parametrize(
     "shape",
     [{}, {"stem_convs": 1, "body_convs": 4}, {"stem_convs": 3, "body_convs": 4, "growth": 1.4},
-     {"stem_ratio": 0.4, "squeeze_ratio": 1.6, "growth": 0.8}],
+     {"stem_ratio": 0.4, "squeeze_ratio": 1.6, "growth": 0.8}, {"body_convs": 4, "separable": 3}],
 )  # fmt: skip
 def test_a_shape_is_widened_to_fill_its_budget(budget: int, shape: dict[str, float]) -> None:
     net = budget_filling_gap_net(budget, **shape)
@@ -52,11 +52,21 @@ def test_a_budget_filled_net_is_the_compact_net_of_its_widths_with_the_same_init
         torch.testing.assert_close(weight, twin_weight, rtol=0, atol=0, msg=name)
 
 
+def test_separable_convs_buy_a_budget_filled_shape_wider_convs() -> None:
+    """The layout search can place the budget in depthwise-separable body convs too: same shape, same budget, the
+    separable body is wider."""
+    full = budget_filling_gap_net(4_000, body_convs=4)
+    separable = budget_filling_gap_net(4_000, body_convs=4, separable=3)
+    assert separable.separable == 3 and count_parameters(separable) < 4_000
+    assert all(wide > narrow for wide, narrow in zip(separable.body[1:], full.body[1:], strict=True))
+
+
 @pytest.mark.parametrize(
     ("shape", "message"),
     [({"stem_convs": 3, "body_convs": 6}, r"stem_convs=3, body_convs=6 leave a -1×-1 map"),
      ({"stem_convs": 0}, r"stem_convs=0, body_convs=3 leave a 8×8 map; each needs at least one conv"),
      ({"growth": 0.0}, r"growth=0.0 must all be > 0"),
+     ({"separable": 4}, r"separable=4 must be a whole number between 0 and body_convs=3"),
      ({"max_params": 50}, r"max_params=50 is too small for even 1-channel convs of this shape")],
 )  # fmt: skip
 def test_a_shape_that_cannot_be_built_is_one_line(shape: dict[str, float], message: str) -> None:

@@ -256,9 +256,10 @@ def test_layout_search_compares_shapes_at_the_recipes_budget(
     assert len(summaries) == 2 and all(summary["test_acc"] is None for summary in summaries)
     assert all(3_600 <= summary["params"] < 4_000 for summary in summaries)
     assert len({summary["net"] for summary in summaries}) == 2
-    assert all(re.fullmatch(r"CompactGapNet\(stem=\[[\d, ]+\], squeeze=\d+, body=\[[\d, ]+\]\)", summary["net"])
+    assert all(re.fullmatch(r"CompactGapNet\(stem=\[[\d, ]+\], squeeze=\d+, body=\[[\d, ]+\](, separable=\d)?\)",
+                            summary["net"])
                for summary in summaries)  # fmt: skip
     lines = [line for path in tmp_path.rglob("overrides.yaml") for line in path.read_text().splitlines()]
     searched = {line.split("=")[0] for line in lines if "searched_net" in line}
     assert searched == {f"- searched_net.{key}" for key in
-                        ("stem_convs", "body_convs", "stem_ratio", "squeeze_ratio", "growth")}  # fmt: skip
+                        ("stem_convs", "body_convs", "stem_ratio", "squeeze_ratio", "growth", "separable")}  # fmt: skip

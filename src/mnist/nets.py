@@ -36,6 +36,12 @@ def separable_relu_bn(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def check_separable(separable: object, body_convs: int, body: str) -> None:
+    """How many body convs are depthwise-separable: a whole number up to the body's convs (`body` names them)."""
+    if isinstance(separable, bool) or not isinstance(separable, int) or not 0 <= separable <= body_convs:
+        raise UserError(f"separable={separable} must be a whole number between 0 and {body}")
+
+
 def settings_repr(settings: dict[str, object]) -> str:
     """`stem=[8, 10], squeeze=8, body=[10, 10, 12]`: a configurable net's `extra_repr`, from its `settings`."""
     return ", ".join(f"{key}={value}" for key, value in settings.items())
@@ -139,10 +145,7 @@ class CompactGapNet(nn.Module):
         super().__init__()
         if not stem or not body:
             raise UserError(f"stem and body need at least one conv each, got stem={stem} body={body}")
-        if isinstance(separable, bool) or not isinstance(separable, int) or not 0 <= separable <= len(body):
-            raise UserError(
-                f"separable={separable} must be a whole number between 0 and the {len(body)} body convs of body={body}"
-            )
+        check_separable(separable, len(body), f"the {len(body)} body convs of body={body}")
         layers: list[nn.Module] = []
         channels = 1
         for width in stem:
@@ -179,19 +182,22 @@ def budget_filling_gap_net(
     stem_ratio: float = 0.8,
     squeeze_ratio: float = 0.8,
     growth: float = 1.1,
+    separable: int = 0,
     dropout: float = 0.0,
 ) -> CompactGapNet:
     """A CompactGapNet given by its shape instead of its widths, widened until one more step would reach
     `max_params`: so that a layout search (`hparams_search=layout`) compares where the parameters go, not how many
     there are. Widths are `base · growth^i` along each stack, the stem's scaled by `stem_ratio`, the 1×1 squeeze
-    `squeeze_ratio` times the body's first width; `base` is the largest that fits (bisection: widths only grow with
-    it). The same arguments always give the same net, so a checkpoint's config rebuilds it."""
+    `squeeze_ratio` times the body's first width, the last `separable` body convs depthwise-separable; `base` is the
+    largest that fits (bisection: widths only grow with it). The same arguments always give the same net, so a
+    checkpoint's config rebuilds it."""
     side = (IMAGE_SIZE - 2 * stem_convs) // 2 - 2 * body_convs
     if stem_convs < 1 or body_convs < 1 or side < 1:
         raise UserError(
             f"stem_convs={stem_convs}, body_convs={body_convs} leave a {side}×{side} map; each needs at least one "
             f"conv and the unpadded convs must leave at least 1×1 ((28 - 2·stem) // 2 - 2·body >= 1)"
         )
+    check_separable(separable, body_convs, f"body_convs={body_convs}")
     if min(stem_ratio, squeeze_ratio, growth) <= 0:
         raise UserError(f"stem_ratio={stem_ratio}, squeeze_ratio={squeeze_ratio} and growth={growth} must all be > 0")
 
@@ -200,7 +206,7 @@ def budget_filling_gap_net(
             return [max(1, round(base * scale * growth**i)) for i in range(convs)]
 
         stem, body = widths(stem_ratio, stem_convs), widths(1.0, body_convs)
-        return CompactGapNet(stem, max(1, round(squeeze_ratio * body[0])), body, dropout)
+        return CompactGapNet(stem, max(1, round(squeeze_ratio * body[0])), body, dropout, separable)
 
     def fits(base: float) -> bool:
         with torch.device("meta"):  # shapes only: no memory, no initialisation
