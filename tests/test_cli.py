@@ -61,7 +61,7 @@ def one_cycle_lrs(peak: float, total_steps: int, at_steps: list[int]) -> list[fl
 def test_run_writes_a_complete_summary_of_a_run_that_learned(trained_run: Path) -> None:
     summary = json.loads((trained_run / "summary.json").read_text())
     assert set(summary) >= SUMMARY_KEYS  # the provenance keys beside them: tests/test_provenance.py
-    assert (summary["recipe"], summary["params"], summary["seed"], summary["epochs"]) == ("record", 7_666, 1, 2)
+    assert (summary["recipe"], summary["params"], summary["seed"], summary["epochs"]) == ("record", 7_878, 1, 2)
     rows = summary["per_epoch"]
     assert [row["epoch"] for row in rows] == [1, 2] and all(set(row) == EPOCH_KEYS for row in rows)
     # The one-cycle schedule got the run's length: 320 images / batch 8 = 40 steps per epoch, 80 in all.
@@ -84,8 +84,9 @@ def test_run_keeps_its_checkpoints_and_prints_its_lines(trained_run: Path) -> No
     assert int(epoch) + 1 == summary["best_epoch"]
     assert float(val_acc) == pytest.approx(summary["best_val_acc"] / 100, abs=1e-4)
     log = (trained_run / "train.log").read_text()
-    assert "recipe record: CompactGapNet(stem=[10, 16], squeeze=10, body=[14, 16, 16]) has 7,666 parameters" in log
-    assert summary["net"] == "CompactGapNet(stem=[10, 16], squeeze=10, body=[14, 16, 16])"
+    net = "CompactGapNet(stem=[10, 16], squeeze=10, body=[16, 48, 50], separable=2)"
+    assert f"recipe record: {net} has 7,878 parameters" in log
+    assert summary["net"] == net
     assert "epoch 1/2 | train loss" in log and "epoch 2/2 | train loss" in log
     assert f"test acc {summary['test_acc']:.2f}% (EMA weights)" in log
 

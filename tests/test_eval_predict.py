@@ -28,7 +28,7 @@ def test_eval_reports_the_training_runs_test_accuracy(trained_run: Path, evaluat
     assert set(evaluated) >= EVAL_KEYS
     trained = json.loads((trained_run / "summary.json").read_text())
     assert evaluated["ckpt_path"] == str(ckpt.resolve())
-    assert (evaluated["recipe"], evaluated["seed"], evaluated["epoch"], evaluated["params"]) == ("record", 1, 2, 7_666)
+    assert (evaluated["recipe"], evaluated["seed"], evaluated["epoch"], evaluated["params"]) == ("record", 1, 2, 7_878)
     assert evaluated["test_acc"] == trained["test_acc"] == trained["per_epoch"][-1]["val_acc"]
     assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-5)
 

@@ -146,18 +146,19 @@ def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_o
 
 @pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),
                                          ("model.net.body=[14,16,18]", "CompactGapNet"),
-                                         ("model.net.separable=2", "CompactGapNet")])  # fmt: skip
+                                         ("model.net.separable=0", "CompactGapNet")])  # fmt: skip
 def test_checkpoint_of_another_net_is_refused_in_one_line(
     net: str, run: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """Another recipe's net, or the same recipe's with other widths (a layout search's trial) or other separable
-    convs (`tiny`'s are, a full-conv trial's are not): the line names every setting that rebuilds the checkpoint's."""
+    convs (`record`'s last two are, a full-conv trial's none): the line names every setting that rebuilds the
+    checkpoint's."""
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     error = cli_in_process("src.train", "model=record", net, *TINY_RUN, f"ckpt_path={ckpt}",
                            f"runs_dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
         f"error: ckpt_path={ckpt} does not fit this run's {run}: it holds recipe record's CompactGapNet; "
-        "use model=record model.net.stem=[10,16] model.net.squeeze=10 model.net.body=[14,16,16] model.net.separable=0"
+        "use model=record model.net.stem=[10,16] model.net.squeeze=10 model.net.body=[16,48,50] model.net.separable=2"
     )
     assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
 
