@@ -146,12 +146,12 @@ def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_o
 
 @pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),
                                          ("model.net.body=[14,16,18]", "CompactGapNet"),
-                                         ("model.net.separable=0", "CompactGapNet")])  # fmt: skip
+                                         ("model.net.separable=3", "CompactGapNet")])  # fmt: skip
 def test_checkpoint_of_another_net_is_refused_in_one_line(
     net: str, run: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """Another recipe's net, or the same recipe's with other widths (a layout search's trial) or other separable
-    convs (`record`'s last two are, a full-conv trial's none): the line names every setting that rebuilds the
+    convs (`record`'s last two are; a trial's may be all, or none): the line names every setting that rebuilds the
     checkpoint's."""
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     error = cli_in_process("src.train", "model=record", net, *TINY_RUN, f"ckpt_path={ckpt}",
