@@ -36,8 +36,8 @@ TARGET_ACC = 99.4
 
 def net_description(net: torch.nn.Module) -> str:
     """`CompactGapNet(stem=[8, 10], squeeze=8, body=[10, 10, 12])`: enough to write the net into a recipe (a layout
-    search's trials differ only in it; `separable` is named where it is not 0, so a full-conv net written into `tiny`
-    needs `separable: 0`); the published nets, whose widths are fixed, give their class name alone."""
+    search's trials differ only in it; `separable` is named where it is not 0, so a full-conv net written into `tiny` or
+    `record` needs `separable: 0`); the published nets, whose widths are fixed, give their class name alone."""
     widths = net.extra_repr()
     return f"{type(net).__name__}({widths})" if widths else type(net).__name__
 
