@@ -50,6 +50,9 @@ def with_foreign_target(trained_run: Path, tmp_path: Path, where: str) -> tuple[
         state["run_config"]["model"]["net"] = foreign
     elif where == "through_nets":  # a name the nets module imports, not one of its nets
         state["run_config"]["model"]["net"] = {"_target_": "src.mnist.nets.torch.save", "obj": 0, "f": str(marker)}
+    elif where == "interpolation":  # a node with a `_target_` that only Hydra's resolving would make
+        node = f"{{_target_: torch.save, obj: 0, f: '{marker}'}}"
+        state["run_config"]["model"]["net"]["stem"] = f'${{oc.create:"{node}"}}'
     else:  # nested below the optimiser: every level is checked, not only the top
         state["run_config"]["model"]["optimizer"] = {"_target_": "builtins.exec", "_args_": [f"open('{marker}','w')"]}
     torch.save(state, checkpoint)
@@ -99,6 +102,16 @@ def test_foreign_target_is_refused_and_runs_nothing(
     checkpoint, marker = with_foreign_target(trained_run, tmp_path, where)
     foreign = r"(subprocess\.run|builtins\.exec|src\.mnist\.nets\.torch\.save)"
     with pytest.raises(UserError, match=rf"names _target_='{foreign}', which is not one of"):
+        ENTRIES[entry](checkpoint, tiny_mnist, tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_interpolation_is_refused_and_runs_nothing(
+    entry: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    checkpoint, marker = with_foreign_target(trained_run, tmp_path, "interpolation")
+    with pytest.raises(UserError, match=r"holds the interpolation '\$\{oc\.create:.*not loaded$"):
         ENTRIES[entry](checkpoint, tiny_mnist, tmp_path)
     assert not marker.exists()
 

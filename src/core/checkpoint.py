@@ -17,7 +17,7 @@ import pickle
 import random
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +69,15 @@ LEGACY_GLOBALS = [
 ]
 
 
-def targets_in(node: Any) -> Iterator[str]:
-    """Every `_target_` in a nested config of dicts and lists."""
+def config_items(node: Any) -> Iterator[tuple[Any, Any]]:
+    """Every (key, value) of a nested config of dicts and lists, at every level; list items under the key None."""
     if isinstance(node, dict):
-        if "_target_" in node:
-            yield str(node["_target_"])
-        for value in node.values():
-            yield from targets_in(value)
-    elif isinstance(node, list | tuple):
-        for value in node:
-            yield from targets_in(value)
+        items: Iterable[tuple[Any, Any]] = node.items()
+    else:
+        items = ((None, item) for item in node) if isinstance(node, list | tuple) else ()
+    for key, value in items:
+        yield key, value
+        yield from config_items(value)
 
 
 def defined_in_allowed_module(target: str) -> bool:
@@ -94,8 +93,15 @@ def defined_in_allowed_module(target: str) -> bool:
 
 def check_targets(run_config: Any, path: Path, key: str = "ckpt_path") -> None:
     """A checkpoint's config may only name the project's own classes: instantiating any other callable could run
-    anything (Hydra's own blocklist stops `os.system`, not every callable)."""
-    for target in targets_in(run_config):
+    anything (Hydra's own blocklist stops `os.system`, not every callable). Nor may it hold an interpolation: Hydra
+    resolves them before it instantiates, and `${oc.create:...}` makes a node with a `_target_` no check has seen."""
+    for _, value in config_items(run_config):
+        if isinstance(value, str) and "${" in value:
+            raise UserError(
+                f"{key}={path} holds the interpolation {value!r}: a run saves its config resolved, and resolving "
+                "this one could build any object; not loaded"
+            )
+    for target in (str(value) for name, value in config_items(run_config) if name == "_target_"):
         if target not in ALLOWED_TARGETS and not defined_in_allowed_module(target):
             allowed = ", ".join([*sorted(ALLOWED_TARGETS), *(f"{prefix}*" for prefix in ALLOWED_TARGET_MODULES)])
             raise UserError(f"{key}={path} names _target_={target!r}, which is not one of {allowed}; not loaded")
