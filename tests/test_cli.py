@@ -100,8 +100,8 @@ def test_tensorboard_events_hold_metrics_and_figures(trained_run: Path) -> None:
     assert [round(100 * value, 4) for value in val_acc] == [row["val_acc"] for row in summary["per_epoch"]]
     assert round(100 * events.Scalars("test/acc")[-1].value, 4) == summary["test_acc"]
     assert {"train/augmented_batch", "test/confusion_matrix"} <= set(events.Tags()["images"])
-    if summary["test_acc"] < 100:
-        assert "test/misclassified" in events.Tags()["images"]
+    # The grid of misclassified digits is there exactly when some were (its content: test_callbacks).
+    assert ("test/misclassified" in events.Tags()["images"]) == (summary["test_acc"] < 100)
 
 
 def test_a_held_out_run_without_test_logs_its_final_figures_and_eval_scores_it_again_held_out(
@@ -137,6 +137,16 @@ def test_a_run_that_evaluates_nothing_says_so(tiny_mnist: Path, tmp_path: Path) 
     assert not [warning for warning in caught if "monitored key" in str(warning.message)]
 
 
+def test_an_epoch_without_validation_reports_none_not_the_last_figures(tiny_mnist: Path, tmp_path: Path) -> None:
+    """trainer.check_val_every_n_epoch=2: epochs 1 and 3 have no held-out figures of their own (epoch 3 must not
+    repeat epoch 2's), so the summary's final val_acc is None and its best epoch is 2."""
+    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=3", "trainer.limit_train_batches=2", "test=false",
+                 "optimized_metric=val_acc", "trainer.check_val_every_n_epoch=2")  # fmt: skip
+    summary = train_in_process(*overrides, run_dir=tmp_path, data_dir=tiny_mnist)
+    assert [row["val_acc"] is None for row in summary["per_epoch"]] == [True, False, True]
+    assert summary["val_acc"] is None and summary["best_epoch"] == 2
+
+
 def test_multirun_leaves_one_dir_per_job_and_the_seed_table(
     tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,6 +173,7 @@ BAD_VALUES = [
     ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid float"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
     ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+    ("seed=-1", "seed=-1 must be in [0, 4294967295] (the range numpy's generator takes)"),
     ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
     ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
     ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),

@@ -38,6 +38,7 @@ class EpochLog(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self._job_start = job_start
         self._epoch_start = 0.0
+        self._validated_epoch = -1
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in each checkpoint, so a resumed run's summary.json has every epoch, not only the resumed ones."""
@@ -49,15 +50,22 @@ class EpochLog(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
 
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        # Lightning keeps the last logged value of each metric: in an epoch that did not validate
+        # (trainer.check_val_every_n_epoch > 1) `val/` would still hold an earlier epoch's figures.
+        validated = self._validated_epoch == trainer.current_epoch
         row = {
             "epoch": trainer.current_epoch + 1,
             "train_loss": _metric(trainer, "train/loss"),
             "train_acc": _percent(_metric(trainer, "train/acc")),
-            "val_loss": _metric(trainer, "val/loss"),
-            "val_acc": _percent(_metric(trainer, "val/acc")),
+            "val_loss": _metric(trainer, "val/loss") if validated else None,
+            "val_acc": _percent(_metric(trainer, "val/acc")) if validated else None,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],  # the schedule steps after this hook
             "seconds": round(time.perf_counter() - self._epoch_start, 2),
             "since_start": round(time.perf_counter() - self._job_start, 2),
