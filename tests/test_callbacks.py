@@ -1,10 +1,14 @@
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-from src.mnist.callbacks import warmup_ema_update, warmup_ema_update_all
+from src.mnist.callbacks import TensorBoardFigures, warmup_ema_update, warmup_ema_update_all
 from src.mnist.nets import CompactGapNet
 
 
@@ -50,3 +54,26 @@ def test_multi_tensor_update_gives_the_per_tensor_numbers_on_a_real_net() -> Non
     assert 0 < expected["module.features.2.num_batches_tracked"] < 30  # integer buffers are averaged too
     for name, value in expected.items():
         assert value.isfinite().all() and torch.equal(actual[name], value), name
+
+
+def test_test_figures_count_each_digit_and_keep_the_misclassified_ones(tmp_path: Path) -> None:
+    """Two test batches with three wrong predictions: the confusion matrix counts every digit where it landed, the
+    misclassified digits are kept (up to the cap) with what was predicted, and both figures reach TensorBoard."""
+    figures = TensorBoardFigures(max_misclassified=2)
+    trainer = SimpleNamespace(loggers=[TensorBoardLogger(tmp_path, name="", version="")], global_step=7)
+    images = torch.arange(4 * 28 * 28, dtype=torch.float32).reshape(4, 1, 28, 28)
+    targets, preds = torch.tensor([3, 5, 7, 7]), torch.tensor([3, 6, 1, 7])
+    figures.on_test_epoch_start(trainer, None)
+    figures.on_test_batch_end(trainer, None, {"preds": preds}, (images, targets), 0)
+    figures.on_test_batch_end(trainer, None, {"preds": torch.tensor([0, 2, 9, 9])}, (images, torch.arange(4)), 1)
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    for true, pred in [(3, 3), (5, 6), (7, 1), (7, 7), (0, 0), (1, 2), (2, 9), (3, 9)]:
+        expected[true, pred] += 1
+    assert torch.equal(figures._confusion, expected)
+    assert [(pred, true) for _, pred, true in figures._wrong] == [(6, 5), (1, 7)], "the first two, then the cap"
+    assert torch.equal(figures._wrong[0][0], images[1, 0])
+    figures.on_test_epoch_end(trainer, None)
+    trainer.loggers[0].experiment.flush()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()
+    assert set(events.Tags()["images"]) == {"test/confusion_matrix", "test/misclassified"}
+    assert events.Images("test/misclassified")[0].step == 7

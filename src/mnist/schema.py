@@ -48,6 +48,7 @@ class RunSchema:
             "max_epochs": (self.max_epochs >= 1, "must be >= 1"),
             "batch_size": (self.batch_size >= 1, "must be >= 1"),
             "eval_batch_size": (self.eval_batch_size >= 1, "must be >= 1"),
+            "seed": (0 <= self.seed < 2**32, f"must be in [0, {2**32 - 1}] (the range numpy's generator takes)"),
             "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
             "ema_decay": (0.0 < self.ema_decay < 1.0, "must be in (0, 1)"),
