@@ -47,6 +47,12 @@ def last_epochs_min(runs: list[dict[str, Any]], count: int = 3) -> str:
     return f"{min(values):.2f}" if values else "n/a"
 
 
+def best_epoch_mean(runs: list[dict[str, Any]]) -> str:
+    """The mean best-epoch accuracy of the runs that evaluated during training (`speedrun` does not: n/a)."""
+    values = [run["best_val_acc"] for run in runs if run.get("best_val_acc") is not None]
+    return f"{statistics.mean(values):.2f}" if values else "n/a"
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One row per recipe, precision and device; std is the sample std over seeds (0 with a single run)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -70,7 +76,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
             f"{min(accs):.2f}",
             f"{max(accs):.2f}",
             last_epochs_min(runs),
-            f"{statistics.mean(run['best_val_acc'] for run in runs):.2f}",
+            best_epoch_mean(runs),
             first,
             minutes_to_target,
             f"{statistics.mean(run['train_seconds'] for run in runs) / 60:.1f}",
