@@ -212,6 +212,12 @@ def test_failed_job_does_not_stop_the_multirun(tiny_mnist: Path, tmp_path: Path,
     assert (tmp_path / "0_dropout_steplr_seed1" / "FAILED").read_text() == "error: optimizer.lr=-1.0 must be > 0\n"
     assert (tmp_path / "results.md").is_file()
     assert error == "error: 1 of 2 jobs failed: 0_dropout_steplr_seed1 (error: optimizer.lr=-1.0 must be > 0)"
+    # Another multirun into the same dir (as a search's next session is) answers for its own jobs only.
+    error = cli_in_process(
+        "src.train", "-m", "seed=2", *TINY_RUN, "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={tmp_path}",
+        data_dir=tiny_mnist, monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert error is None and (tmp_path / "0_dropout_steplr_seed2" / "summary.json").is_file()
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(

@@ -3,6 +3,7 @@ search, and the jobs that failed."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 from src.core.rundirs import FAILED_MARK
 
 
-def failed_jobs(sweep_dir: Path) -> dict[str, str]:
-    """Job dir name → its one-line error, for the jobs of a sweep that failed."""
-    marks = sorted(sweep_dir.rglob(FAILED_MARK))  # job dirs, or a search's session/job dirs
+def jobs_since(sweep_dir: Path, started: float) -> list[Path]:
+    """The job dirs (each with its `.hydra`) this multirun wrote: a search's sweep dir also keeps the trials of the
+    sessions that ran the study before (`<session>/<job>`), whose failures are not this run's."""
+    return sorted(
+        path.parent for path in sweep_dir.rglob(".hydra") if path.is_dir() and path.stat().st_mtime >= started
+    )
+
+
+def failed_jobs(sweep_dir: Path, jobs: list[Path]) -> dict[str, str]:
+    """Job dir name → its one-line error, for the `jobs` that failed."""
+    marks = [job / FAILED_MARK for job in jobs if (job / FAILED_MARK).is_file()]
     return {str(mark.parent.relative_to(sweep_dir)): mark.read_text().strip() for mark in marks}
 
 
@@ -24,10 +33,16 @@ class SweepReport(Callback):
     seed table; backprop: loss curves, summary and workbook). Failed jobs are left out of the comparison and listed
     last, and the sweep exits non-zero."""
 
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed = failed_jobs(sweep_dir)
-        jobs = sum(1 for path in sweep_dir.rglob(".hydra") if path.is_dir())
+        jobs = len(ran := jobs_since(sweep_dir, self.started))
+        failed = failed_jobs(sweep_dir, ran)
         written = instantiate(config.task.sweep_report)(sweep_dir) if len(failed) < jobs else []
         if written:
             print("sweep report:", *written, sep="\n  ")
