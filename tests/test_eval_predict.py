@@ -4,6 +4,7 @@ written by predict, and each command's one-line error."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,30 @@ def test_eval_held_out_of_a_checkpoint_that_does_not_record_its_split_is_one_lin
         f"error: ckpt_path={ckpt.resolve()} does not say which training images its run held out (written before "
         "December 2026); held_out=true needs one that does"
     )
+
+
+def test_eval_into_a_training_runs_dir_is_refused_and_changes_none_of_its_files(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("tensorboard"))
+    before = {name: (run / name).read_bytes() for name in (".hydra/config.yaml", "summary.json", "train.log")}
+    error = cli_in_process("src.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == f"error: {run} already holds another run's files; give hydra.run.dir a new folder"
+    assert {name: (run / name).read_bytes() for name in before} == before and not (run / "eval.json").exists()
+
+
+def test_a_failed_eval_removes_only_a_dir_it_made(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    """A folder that was there before (here with the user's own log) is kept as it is; a new one is removed."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.log").write_text("the user's\n")
+    for folder in (mine, tmp_path / "new"):
+        error = cli_in_process("src.eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={folder}",
+                               data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+        assert error == f"error: ckpt_path={tmp_path / 'nope.ckpt'} is not a file"
+    assert (mine / "notes.log").read_text() == "the user's\n" and not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from src.core.rundirs import CONF_DIR, holds_only_hydra_files
+from src.core.rundirs import CONF_DIR, made_by_this_run
 
 
 class UserError(Exception):
@@ -22,11 +22,12 @@ def user_error_in(error: BaseException | None) -> UserError | None:
 
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
     """The `error: ...` exit for a UserError (re-raises anything else: that is a bug to see in full). A run that
-    failed before producing anything leaves no directory, only Hydra's config and log would be in it."""
+    failed before producing anything leaves no directory, only Hydra's config and log would be in it (a folder that
+    was there before is left as it is)."""
     cause = user_error_in(error)
     if cause is None:
         raise error
-    if output_dir is not None and output_dir.is_dir() and holds_only_hydra_files(output_dir):
+    if output_dir is not None and made_by_this_run(output_dir):
         shutil.rmtree(output_dir, ignore_errors=True)  # a DDP process may still be closing its log
     return SystemExit(f"error: {cause}")
 

@@ -5,10 +5,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 UNFINISHED_MARK = "checkpoints/last.ckpt"
 FAILED_MARK = "FAILED"  # written into a multirun job dir whose job failed
+MADE_RUN_DIRS: set[Path] = set()  # run dirs Hydra made in this process: the only ones a failed start may remove
+
+
+class NoteNewRunDir(Callback):
+    """Notes whether a run's dir is new before Hydra makes it: a run that fails before producing anything removes
+    its dir only if this process made it; a folder given as hydra.run.dir may hold the user's own files."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir).resolve()  # `now` is cached: the dir Hydra is about to make
+        if not run_dir.exists():
+            MADE_RUN_DIRS.add(run_dir)
+
+
+def made_by_this_run(output_dir: Path) -> bool:
+    """The run dir is new and holds only what this run's start wrote (Hydra's config, the console logs)."""
+    return output_dir.resolve() in MADE_RUN_DIRS and output_dir.is_dir() and holds_only_hydra_files(output_dir)
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -30,6 +50,11 @@ def unfinished_run_of(ckpt_path: str | Path) -> Path | None:
     if owner.name == "checkpoints" and (owner.parent / ".hydra").is_dir() and not is_finished(owner.parent):
         return owner.parent
     return None
+
+
+def continues_its_own_run(ckpt_path: str | Path | None, output_dir: Path) -> bool:
+    """`ckpt_path` is the last checkpoint of the unfinished run in `output_dir`: continuing it writes into its dir."""
+    return bool(ckpt_path) and unfinished_run_of(ckpt_path) == output_dir.resolve()
 
 
 def run_dir(resume: bool, ckpt_path: str | None, runs_root: str, stamp: str, run_name: str) -> str:
