@@ -155,6 +155,14 @@ def test_brightness_and_contrast_factors_stay_in_their_ranges() -> None:
 def test_unsupported_transforms_and_pipelines_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot batch RandomErasing"):
         BatchAugment([transforms.RandomErasing()])
+    # Settings the batched warp would otherwise ignore: refused, not warped another way.
+    with pytest.raises(UserError, match=r"cannot batch RandomAffine with fill=\[255\]; it warps with the defaults"):
+        BatchAugment([transforms.RandomAffine(5, fill=[255])])
+    bilinear = transforms.InterpolationMode.BILINEAR
+    with pytest.raises(UserError, match="cannot batch RandomRotation with interpolation=InterpolationMode.BILINEAR"):
+        BatchAugment([transforms.RandomRotation(5, interpolation=bilinear)])
+    with pytest.raises(UserError, match="cannot batch two RandomAffine steps"):
+        BatchAugment([transforms.RandomAffine(5, translate=(0.1, 0.1)), transforms.RandomAffine(0, scale=(0.9, 1.1))])
     with pytest.raises(UserError, match="data.pipeline='dali' is not one of tensor, torchvision"):
         MNISTDataModule(root=str(tmp_path), pipeline="dali")
 

@@ -107,6 +107,23 @@ class BatchElastic(torch.nn.Module):
         return self.warp(images, self.sample(n, height, width, images.device))
 
 
+WARP_DEFAULTS = {"interpolation": transforms.InterpolationMode.NEAREST, "center": None, "expand": False}
+
+
+def check_default_warp(transform: transforms.RandomRotation | transforms.RandomAffine) -> None:
+    """The batched warp resamples as torchvision does by default (nearest, about the centre, black fill, same size):
+    a rotation or affine set otherwise is refused, not warped another way."""
+    changed = [f"{name}={getattr(transform, name)}" for name, default in WARP_DEFAULTS.items()
+               if getattr(transform, name, default) != default]  # fmt: skip
+    fill = transform.fill if isinstance(transform.fill, list | tuple) else [transform.fill]
+    changed += [f"fill={transform.fill}"] if any(fill) else []
+    if changed:
+        raise UserError(
+            f"data.pipeline=tensor cannot batch {type(transform).__name__} with {', '.join(changed)}; it warps with "
+            "the defaults (interpolation nearest, fill 0, center None, expand False); use data.pipeline=torchvision"
+        )
+
+
 class BatchAugment(torch.nn.Module):
     """The torchvision augmentation list applied to a whole batch at once, each sample with its own parameters.
 
@@ -126,12 +143,21 @@ class BatchAugment(torch.nn.Module):
         self.brightness: tuple[float, float] | None = None
         self.contrast: tuple[float, float] | None = None
         self.elastic: BatchElastic | None = None
+        self.affines = 0
         self.steps: list[Callable[[torch.Tensor], torch.Tensor]] = []  # in the order the list applies them
         for transform in transforms_:
             if isinstance(transform, transforms.RandomRotation):
+                check_default_warp(transform)
                 step = self.random_warp
                 self.angle_ranges.append(tuple(transform.degrees))
             elif isinstance(transform, transforms.RandomAffine) and not transform.shear:
+                check_default_warp(transform)
+                if self.affines:
+                    raise UserError(
+                        "data.pipeline=tensor cannot batch two RandomAffine steps (each would shift and scale apart; "
+                        "one warp holds one shift and scale); merge them into one, or use data.pipeline=torchvision"
+                    )
+                self.affines += 1
                 step = self.random_warp
                 self.angle_ranges.append(tuple(transform.degrees))
                 self.max_shift = tuple(transform.translate or (0.0, 0.0))
