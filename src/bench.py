@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,9 +25,9 @@ import time
 from pathlib import Path
 
 from src.core.logs import quiet_known_noise
+from src.core.rundirs import CONF_DIR
 
 REFERENCE, TORCHVISION, TENSOR_FP32, TENSOR_BF16 = "a_reference", "b_torchvision", "c32_tensor", "c16_tensor"
-AUGMENTATION_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
 PRECISION = {REFERENCE: "32-true", TORCHVISION: "32-true", TENSOR_FP32: "32-true", TENSOR_BF16: "bf16-mixed"}
 PIPELINE = {TORCHVISION: "torchvision", TENSOR_FP32: "tensor", TENSOR_BF16: "tensor"}
 
@@ -39,7 +38,7 @@ def augmentation(name: str = "seed_affine") -> list:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    return list(instantiate(OmegaConf.load(AUGMENTATION_CONFIGS / f"{name}.yaml").transforms))
+    return list(instantiate(OmegaConf.load(CONF_DIR / "augmentation" / f"{name}.yaml").transforms))
 
 
 def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]:
@@ -85,8 +84,10 @@ def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]
 
 
 def data_root() -> Path:
-    """Where every variant reads MNIST: DATA_DIR, as for `src.train` (conf/data/mnist.yaml)."""
-    return Path(os.environ.get("DATA_DIR", "data"))
+    """Where every variant reads MNIST: conf/data/mnist.yaml's `root` (DATA_DIR, or data/), as `src.train` reads it."""
+    from omegaconf import OmegaConf
+
+    return Path(OmegaConf.load(CONF_DIR / "data" / "mnist.yaml").root)
 
 
 def checked_test_images() -> int:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from src.core.errors import UserError, check_group_choices, one_line_exit, user_error_in
 from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
-from src.core.rundirs import FAILED_MARK, holds_only_hydra_files, unfinished_run_of
+from src.core.rundirs import FAILED_MARK, continues_its_own_run, holds_only_hydra_files
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,7 @@ def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, fresh: 
     """What the command line may not combine, said before anything is built."""
     if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
         raise UserError("resume=true and ckpt_path continue one run; run them without -m")
-    if multirun and "ddp" in str(cfg.get("trainer", {}).get("strategy")) and "SLURM_NTASKS" not in os.environ:
-        raise UserError(
-            f"trainer.strategy={cfg.trainer.strategy} restarts this command once per process, which a multirun "
-            "job cannot do; run it without -m, or sweep with hydra/launcher=slurm (one task per device)"
-        )
-    ckpt_path = cfg.get("ckpt_path")
-    continues_here = cfg.get("resume") or (ckpt_path and unfinished_run_of(ckpt_path) == output_dir.resolve())
+    continues_here = cfg.get("resume") or continues_its_own_run(cfg.get("ckpt_path"), output_dir)
     if not fresh and not continues_here:  # only a run continuing in its own dir may reuse it
         raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
 

@@ -13,9 +13,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from src import start_job_clock
 from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
@@ -24,7 +26,7 @@ from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
-from src.core.rundirs import UNFINISHED_MARK, unfinished_run_of
+from src.core.rundirs import UNFINISHED_MARK, continues_its_own_run
 from src.mnist.callbacks import EpochLog
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.schema import validate
@@ -190,12 +192,23 @@ def configured_callbacks(cfg: DictConfig) -> list[Callback]:
     ]
 
 
+def relaunches_the_command(trainer: pl.Trainer) -> bool:
+    """Lightning starts the other processes of a multi-device DDP or FSDP run by running this command again (unless
+    a cluster such as SLURM starts them): a job of a basic or joblib multirun cannot be run again that way."""
+    strategy = trainer.strategy
+    return (
+        isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
+        and trainer.num_devices * trainer.num_nodes > 1
+        and not strategy.cluster_environment.creates_processes_externally
+    )
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     job_start = start_job_clock()  # before data loading: the `fast` goal counts it
     validate(cfg)
     checkpoint_path = resume_checkpoint(cfg, output_dir)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
-    continues_own_run = checkpoint_path is not None and unfinished_run_of(checkpoint_path) == output_dir.resolve()
+    continues_own_run = continues_its_own_run(checkpoint_path, output_dir)
     if continues_own_run:
         check_same_learning(checkpoint, cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -212,6 +225,11 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     callbacks = [*configured_callbacks(cfg), epoch_log, RunConfigInCheckpoint(run_config(cfg, model.net))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    if HydraConfig.get().mode == RunMode.MULTIRUN and relaunches_the_command(trainer):
+        raise UserError(
+            f"trainer.strategy={cfg.trainer.strategy} restarts this command once per process, which a multirun "
+            "job cannot do; run it without -m, or sweep with hydra/launcher=slurm (one task per device)"
+        )
     datamodule.check_split(trainer.world_size)
     slow_precision = emulated_bf16_warning(str(trainer.precision), trainer.strategy.root_device.type)
     if slow_precision:
@@ -229,8 +247,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
         raise UserError(f"training diverged: {error}; {kept}") from None
     seconds = {"train": time.perf_counter() - start}
-    if trainer.interrupted:
-        raise UserError(f"training was interrupted after {len(epoch_log.rows)} epochs; no test, no summary.json")
     start = time.perf_counter()
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if cfg.test else {}
     seconds["test"] = time.perf_counter() - start
