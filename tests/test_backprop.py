@@ -9,10 +9,12 @@ import formulas
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from openpyxl import load_workbook
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.backprop.network import COLUMNS, GRADIENTS, WEIGHTS, forward_backward, read_csv, sigmoid, train, write_csv
+from src.backprop.runs import report_sweep, run_task
 from src.backprop.workbook import FIRST_ROW, write_workbook
 from src.core.errors import UserError
 from tests.conftest import cli_in_process, run_cli
@@ -161,7 +163,7 @@ def test_cli_sweep_with_m_after_an_override_leaves_every_file(
     summary = (tmp_path / "summary.md").read_text()
     lines = summary.splitlines()
     assert len(lines) == 2 + len(PUBLISHED_LRS)
-    assert lines[-1].startswith("| 2 | 0.0141814 |") and lines[1 + 1].split("|")[-2].strip() == "never"
+    assert lines[-1].startswith("| 2 | 100 | 0.0141814 |") and lines[1 + 1].split("|")[-2].strip() == "never"
 
     (tmp_path / "summary.md").unlink()
     assert cli_in_process("src.backprop.runs", str(tmp_path), data_dir=None, monkeypatch=monkeypatch) is None
@@ -177,3 +179,25 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
                            monkeypatch=monkeypatch)  # fmt: skip
     assert error is not None and error.startswith("error: task.") and override.split("=")[0] in error, error
     assert not run_dir.exists()
+
+
+def test_a_sweep_over_more_than_the_learning_rate_tells_its_runs_apart(tmp_path: Path) -> None:
+    """Jobs of different lengths and targets at one lr: the table has a row per job with what varies and its length,
+    the workbook a sheet per job under a name of its own (not openpyxl's renaming), the chart a series per job."""
+    jobs = [(20, [0.5, 0.5]), (100, [0.5, 0.5]), (100, [0.01, 0.99])]
+    for index, (iterations, targets) in enumerate(jobs):
+        task = OmegaConf.create({**DEFAULTS, "lr": 0.5, "iterations": iterations, "targets": targets})
+        (tmp_path / str(index) / ".hydra").mkdir(parents=True)
+        OmegaConf.save({"task": task}, tmp_path / str(index) / ".hydra" / "config.yaml")
+        run_task(task, tmp_path / str(index))
+    report_sweep(tmp_path)
+    header, _, *rows = (tmp_path / "summary.md").read_text().splitlines()
+    assert header == (
+        "| lr | iterations | targets | E_total@0 | E_total@10 | E_total@50 | E_total@last | first iteration E_total < "
+        "0.001 |"
+    )
+    cells = sorted(tuple(cell.strip() for cell in row.strip("|").split("|"))[:3] for row in rows)
+    assert cells == [("0.5", "100", "[0.01, 0.99]"), ("0.5", "100", "[0.5, 0.5]"), ("0.5", "20", "[0.5, 0.5]")]
+    workbook = load_workbook(tmp_path / "backprop_sweep.xlsx")
+    assert workbook.sheetnames == ["comparison", "run 1", "run 2", "run 3"]
+    assert len(workbook["comparison"]._charts[0].series) == 3

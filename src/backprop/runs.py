@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CONVERGED = 1e-3
 NUMPY_PRECISION = "64-true (numpy float64)"
 REPORT_ITERATIONS = (0, 10, 50)
+TASK_SETTINGS = ("lr", "iterations", "inputs", "targets", "weights")  # conf/task/backprop.yaml's, lr first
 
 
 def run_task(task: DictConfig, output_dir: Path) -> dict[str, float]:
@@ -67,14 +68,25 @@ def workbook_run(rows: list[dict[str, float]], inputs: Any, targets: Any) -> dic
     }
 
 
-def summary_row(rows: list[dict[str, float]]) -> dict[str, Any]:
+def varying_settings(tasks: list[dict[str, Any]]) -> list[str]:
+    """The task settings that tell a sweep's jobs apart: `lr` first, then whichever others differ between them."""
+    return ["lr", *(key for key in TASK_SETTINGS[1:] if len({str(task[key]) for task in tasks}) > 1)]
+
+
+def run_label(task: dict[str, Any], varying: list[str]) -> str:
+    """`lr=0.5`, or `lr=0.5, targets=[0.01, 0.99]` where a sweep varies more than the learning rate."""
+    return ", ".join(f"{key}={task[key]:g}" if key == "lr" else f"{key}={task[key]}" for key in varying)
+
+
+def summary_row(rows: list[dict[str, float]], task: dict[str, Any], varying: list[str]) -> dict[str, Any]:
     losses = [row["E_total"] for row in rows]
     first = next((index for index, loss in enumerate(losses) if loss < CONVERGED), None)
     at = {f"E_total@{k}": losses[k] if k < len(losses) else None for k in REPORT_ITERATIONS}
     return {
-        "lr": rows[0]["lr"],
+        **{key: task[key] for key in varying},
+        "iterations": len(losses),
         **at,
-        f"E_total@last ({len(losses) - 1})": losses[-1],
+        "E_total@last": losses[-1],
         f"first iteration E_total < {CONVERGED:g}": "never" if first is None else first,
     }
 
@@ -90,23 +102,26 @@ def report_sweep(sweep_dir: Path) -> list[Path]:
         raise UserError(f"no backprop runs (*/iterations.csv) under {sweep_dir}")
     runs = []
     for job in jobs:
-        task = OmegaConf.load(job / ".hydra" / "config.yaml").task
+        task = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml").task)
         runs.append((read_csv(job / "iterations.csv"), task))
     runs.sort(key=lambda run: run[0][0]["lr"])
+    varying = varying_settings([task for _, task in runs])
+    labels = [run_label(task, varying) for _, task in runs]
 
     figure, axes = plt.subplots(figsize=(8, 5))
-    for rows, _ in runs:
-        axes.plot([r["iteration"] for r in rows], [r["E_total"] for r in rows], label=f"lr = {rows[0]['lr']:g}")
-    axes.set(xlabel="iteration", ylabel="E_total", title="Backprop by hand: E_total by learning rate")
+    for (rows, _), label in zip(runs, labels, strict=True):
+        axes.plot([r["iteration"] for r in rows], [r["E_total"] for r in rows], label=label)
+    axes.set(xlabel="iteration", ylabel="E_total", title=f"Backprop by hand: E_total by {', '.join(varying)}")
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(sweep_dir / "loss_curves.png", dpi=120)
     plt.close(figure)
 
-    save_table([summary_row(rows) for rows, _ in runs], sweep_dir / "summary", cell=_format)
+    save_table([summary_row(rows, task, varying) for rows, task in runs], sweep_dir / "summary", cell=_format)
 
-    write_workbook(sweep_dir / "backprop_sweep.xlsx", [workbook_run(rows, t.inputs, t.targets) for rows, t in runs])
+    workbook_runs = [workbook_run(rows, task["inputs"], task["targets"]) for rows, task in runs]
+    write_workbook(sweep_dir / "backprop_sweep.xlsx", workbook_runs, labels)
     return [sweep_dir / name for name in ("loss_curves.png", "summary.md", "summary.csv", "backprop_sweep.xlsx")]
 
 

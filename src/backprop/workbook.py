@@ -5,6 +5,7 @@ Change the learning-rate cell (B7) and the whole sheet recomputes, as in the pub
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,22 +105,34 @@ def _chart(title: str, sheet: Worksheet, last_row: int) -> LineChart:
     return chart
 
 
-def write_workbook(path: Path, runs: Sequence[dict]) -> None:
-    """One sheet per run (keys: lr, iterations, inputs, targets, weights); with several, a comparison sheet first."""
+def sheet_names(labels: Sequence[str]) -> list[str]:
+    """The runs' labels as Excel sheet names where each fits (no `[]:*?/\\`, at most 31 characters) and none repeats;
+    otherwise `run 1`, `run 2`, ... in the chart's order (openpyxl would rename a repeated name itself: `lr=0.51` for
+    a second `lr=0.5`)."""
+    names = [re.sub(r"[\[\]:*?/\\]", "", label) for label in labels]
+    if len(set(names)) < len(names) or max(map(len, names)) > 31:
+        return [f"run {index}" for index in range(1, len(labels) + 1)]
+    return names
+
+
+def write_workbook(path: Path, runs: Sequence[dict], labels: Sequence[str] | None = None) -> None:
+    """One sheet per run (keys: lr, iterations, inputs, targets, weights); with several, a comparison sheet first.
+    `labels` tell the runs apart in sheet names and the chart's legend (by default, their learning rates)."""
+    labels = labels or [f"lr={run['lr']:g}" for run in runs]
     workbook = Workbook()
     comparison = workbook.active
     sheets = []
-    for run in runs:
-        sheet = workbook.create_sheet(f"lr={run['lr']:g}" if len(runs) > 1 else "backprop")
+    for run, name in zip(runs, sheet_names(labels), strict=True):
+        sheet = workbook.create_sheet(name if len(runs) > 1 else "backprop")
         sheets.append((run, sheet, fill_sheet(sheet, **run)))
     if len(runs) == 1:
         workbook.remove(comparison)
     else:
         comparison.title = "comparison"
-        comparison["A1"] = "E_total per iteration for each learning rate (each sheet recomputes from its lr cell, B7)"
+        comparison["A1"] = "E_total per iteration for each run (each sheet recomputes from its lr cell, B7)"
         longest = max(sheets, key=lambda item: item[0]["iterations"])
-        chart = _chart("E_total vs iteration by learning rate", longest[1], FIRST_ROW + longest[0]["iterations"] - 1)
-        for run, _, losses in sheets:
-            chart.series.append(Series(losses, title=f"lr = {run['lr']:g}"))
+        chart = _chart("E_total vs iteration", longest[1], FIRST_ROW + longest[0]["iterations"] - 1)
+        for (_, _, losses), label in zip(sheets, labels, strict=True):
+            chart.series.append(Series(losses, title=label))
         comparison.add_chart(chart, "A3")
     workbook.save(path)
