@@ -204,7 +204,7 @@ def machine(device: str) -> dict[str, object]:
     """What the figures were measured on: they differ several-fold between CPUs with and without native bf16."""
     import torch
 
-    from src.core.hardware import cpu_has_native_bf16, cpu_model
+    from src.core.hardware import cpu_has_native_bf16, cpu_model, gpu_has_native_bf16
 
     on_gpu = device == "cuda"
     return {
@@ -212,7 +212,7 @@ def machine(device: str) -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "cpu_native_bf16": cpu_has_native_bf16(),
         "gpu": torch.cuda.get_device_name() if on_gpu else None,
-        "gpu_bf16": torch.cuda.is_bf16_supported() if on_gpu else None,
+        "gpu_bf16": gpu_has_native_bf16() if on_gpu else None,  # native only, as cpu_native_bf16
         "torch": torch.__version__,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -25,6 +26,19 @@ from tests.conftest import compose_train
 def test_default_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native: bool) -> None:
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
     assert hardware.native_precision("cpu") == ("bf16-mixed" if native else "32-true")
+
+
+@pytest.mark.parametrize(("major", "native"), [(7, False), (8, True), (9, True)])
+def test_a_gpu_gets_bf16_only_from_ampere_on(monkeypatch, major: int, native: bool) -> None:
+    """A V100 (7.0) or T4 (7.5) can hold bf16 tensors, which torch's default check counts as support; it emulates
+    them, so it gets fp32 and its summaries say bf16_native false."""
+    monkeypatch.setattr(hardware.torch.version, "hip", None)
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(hardware.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(hardware.torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    monkeypatch.setattr(hardware.torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # it can hold them
+    assert hardware.gpu_has_native_bf16() is native
+    assert hardware.native_precision("gpu") == ("bf16-mixed" if native else "32-true")
 
 
 @pytest.mark.parametrize(("avx512_bf16", "amx"), [(False, False), (True, False), (False, True)])

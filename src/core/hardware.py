@@ -40,11 +40,15 @@ def emulated_bf16_warning(precision: str, device: str) -> str | None:
     )
 
 
+def gpu_has_native_bf16() -> bool:
+    """Ampere or later (or ROCm): torch's own check would also say yes on older GPUs, which only emulate bf16."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def native_precision(accelerator: str) -> str:
     """bf16 autocast where the hardware runs bf16 natively (AMX / AVX512-BF16 CPUs, Ampere+ GPUs), else fp32."""
-    if on_gpu(accelerator):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    native = gpu_has_native_bf16() if on_gpu(accelerator) else cpu_has_native_bf16()
+    return "bf16-mixed" if native else "32-true"
 
 
 @cache

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-from src.core.hardware import cpu_has_native_bf16, device_description
+from src.core.hardware import cpu_has_native_bf16, device_description, gpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def provenance(precision: str, device: torch.device, processes: int = 1) -> dict
         "precision": precision,
         "device": name if processes == 1 else f"{processes} × {name}",
         "device_type": device.type,
-        "bf16_native": torch.cuda.is_bf16_supported() if on_gpu else cpu_has_native_bf16(),
+        "bf16_native": gpu_has_native_bf16() if on_gpu else cpu_has_native_bf16(),
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "hydra": hydra.__version__},
         **code_version(),
