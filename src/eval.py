@@ -20,6 +20,7 @@ from src.core.logs import quiet_known_noise
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
 from src.core.rundirs import holds_only_hydra_files
+from src.mnist.schema import check_all_set
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ register_resolvers()  # before @hydra.main composes the config
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        check_all_set(cfg)
         if not holds_only_hydra_files(output_dir):  # eval.json, or a training run's files: never overwritten
             raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
         summary = evaluate(cfg, output_dir)

@@ -20,6 +20,7 @@ from src.core.errors import UserError, one_line_exit
 from src.core.resolvers import register_resolvers
 from src.mnist.data import MNIST_MEAN, MNIST_STD
 from src.mnist.nets import IMAGE_SIZE as SIDE
+from src.mnist.schema import check_all_set
 
 DIGIT_BOX = 20
 
@@ -96,6 +97,7 @@ register_resolvers()  # before @hydra.main composes the config
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     try:
+        check_all_set(cfg)
         rows = predict(Path(cfg.ckpt_path).expanduser(), Path(cfg.image).expanduser())
     except Exception as error:
         raise one_line_exit(error) from None

@@ -108,6 +108,20 @@ def test_a_failed_eval_removes_only_a_dir_it_made(tiny_mnist: Path, tmp_path: Pa
     assert (mine / "notes.log").read_text() == "the user's\n" and not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize(
+    ("module", "given", "unset"),
+    [("src.eval", ("hydra.run.dir=RUN",), "ckpt_path"), ("src.predict", ("ckpt_path=a.ckpt",), "image")],
+)
+def test_a_value_left_unset_is_one_line(
+    module: str, given: tuple[str, ...], unset: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not OmegaConf's MissingMandatoryValue traceback; the eval's new dir is removed (predict writes none)."""
+    args = [arg.replace("RUN", str(tmp_path / "run")) for arg in given]
+    error = cli_in_process(module, *args, data_dir=tiny_mnist, monkeypatch=monkeypatch)
+    assert error == f"error: {unset} has no value (??? in the config); give one on the command line: {unset}=..."
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_eval_of_a_missing_checkpoint_is_one_line(tiny_mnist: Path, tmp_path: Path) -> None:
     result = run_cli(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}",

@@ -71,12 +71,17 @@ def unset_values(node: DictConfig | ListConfig, path: str = "") -> Iterator[str]
             yield from unset_values(child, name)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raises UserError for a value the config leaves to the user (`???`) and for the first value of `RunSchema`
-    with the wrong type or outside its range."""
+def check_all_set(cfg: DictConfig) -> None:
+    """One line for the first value the config leaves to the user (`???`), e.g. `ckpt_path` of `src.eval`."""
     unset = next(unset_values(cfg), None)
     if unset is not None:
         raise UserError(f"{unset} has no value (??? in the config); give one on the command line: {unset}=...")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raises UserError for a value the config leaves to the user (`???`) and for the first value of `RunSchema`
+    with the wrong type or outside its range."""
+    check_all_set(cfg)
     schema = OmegaConf.structured(RunSchema)
     for field in fields(RunSchema):
         value = OmegaConf.select(cfg, RunSchema.PATHS[field.name], default=None)
