@@ -179,6 +179,9 @@ BAD_VALUES = [
     ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
     ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
     ("data.unaugmented_last_epochs=-1", "data.unaugmented_last_epochs=-1 must be >= 0"),
+    ("data.val_split=abc", "data.val_split='abc' is not a valid int"),
+    ("data.val_split=1.5", "data.val_split=1.5 is not a valid int"),
+    ("distill=teacher distill.checkpoint=t.ckpt distill.weight=abc", "distill.weight='abc' is not a valid float"),
     (
         "model=tiny trainer.max_steps=100",
         "data.unaugmented_last_epochs=4 counts back from trainer.max_epochs, and trainer.max_steps=100 may stop "

@@ -67,14 +67,15 @@ class MNISTClassifier(pl.LightningModule):
             raise UserError(f"model.compile_mode={compile_mode!r} is not one of {modes} (null: no compiling)")
         self.compile_mode = compile_mode
         self.distillation = distillation
-        self.test_time_shifts = [tuple(shift) for shift in test_time_shifts]
-        for shift in self.test_time_shifts:
-            whole_pixels = len(shift) == 2 and all(isinstance(step, int) for step in shift)
+        for shift in test_time_shifts:
+            pair = isinstance(shift, Sequence) and len(shift) == 2
+            whole_pixels = pair and all(isinstance(step, int) and not isinstance(step, bool) for step in shift)
             if not whole_pixels or max(map(abs, shift)) > MAX_TEST_TIME_SHIFT:
                 raise UserError(
-                    f"model.test_time_shifts has {list(shift)}; each shift is [dx, dy] in whole pixels, each at most "
+                    f"model.test_time_shifts has {shift}; each shift is [dx, dy] in whole pixels, each at most "
                     f"{MAX_TEST_TIME_SHIFT} (MNIST's empty margin), e.g. [[1, 0], [-1, 0], [0, 1], [0, -1]]"
                 )
+        self.test_time_shifts = [tuple(shift) for shift in test_time_shifts]
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:

@@ -28,6 +28,10 @@ class RunSchema:
     label_smoothing: float = 0.0
     ema_decay: float = 0.999
     unaugmented_last_epochs: int = 0
+    val_split: int = 0
+    split_seed: int = 0
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
 
     PATHS: ClassVar[dict[str, str]] = {
         "lr": "optimizer.lr",
@@ -39,8 +43,14 @@ class RunSchema:
         "label_smoothing": "model.label_smoothing",
         "ema_decay": "callbacks.ema.decay",
         "unaugmented_last_epochs": "data.unaugmented_last_epochs",
+        "val_split": "data.val_split",
+        "split_seed": "data.split_seed",
+        "distill_weight": "distill.weight",
+        "distill_temperature": "distill.temperature",
     }
-    OPTIONAL: ClassVar[set[str]] = {"dropout", "ema_decay"}  # nets without a dropout, recipes without an EMA
+    # Nets without a dropout, recipes without an EMA, runs without distillation; the ranges of the split and of
+    # distillation are checked where they are used (MNISTDataModule, Distillation), built without the CLI too.
+    OPTIONAL: ClassVar[set[str]] = {"dropout", "ema_decay", "distill_weight", "distill_temperature"}
 
     def __post_init__(self) -> None:
         rules = {
