@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from src.core.checkpoint import AtomicCheckpointIO, settings_with_defaults
 from src.mnist.run import learning_changes
@@ -92,6 +93,20 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert comparable(summary) == comparable(expected)
     assert (run_dir / ".hydra" / "config.yaml").is_file(), "the first run's config is kept"
     assert len(list((run_dir / ".hydra").glob("*/config.yaml"))) == 1, "the resumed run's config sits beside it"
+
+
+def test_a_resumed_run_keeps_the_best_validation_accuracy_so_far() -> None:
+    """`val/acc_best` is a metric, kept outside the state_dict: the checkpoint carries it, so a resumed run's curve
+    goes on from the best epoch before the interruption instead of starting again from its first epoch."""
+    before, after = (instantiate(compose_train("model=tiny").model) for _ in range(2))
+    before.val_acc_best(torch.tensor(0.981))
+    before.val_acc_best(torch.tensor(0.975))
+    checkpoint: dict = {}
+    before.on_save_checkpoint(checkpoint)
+    after.on_load_checkpoint(checkpoint)
+    after.on_train_start()
+    after.val_acc_best(torch.tensor(0.97))
+    assert after.val_acc_best.compute().item() == pytest.approx(0.981)
 
 
 def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:

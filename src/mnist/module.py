@@ -93,6 +93,7 @@ class MNISTClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.val_acc_best = MaxMetric()
+        self.restored_val_acc_best: float | None = None  # from the checkpoint a resumed run continues
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,8 +120,10 @@ class MNISTClassifier(pl.LightningModule):
             self.distillation.load(self.device, self.dtype, datamodule.val_split, datamodule.split_seed)
 
     def on_train_start(self) -> None:
-        # The sanity-check validation pass must not count towards the best accuracy.
+        # The sanity-check validation pass must not count towards the best accuracy; a resumed run's earlier epochs do.
         self.val_acc_best.reset()
+        if self.restored_val_acc_best is not None:
+            self.val_acc_best(torch.tensor(self.restored_val_acc_best))
 
     def on_train_epoch_start(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
@@ -194,12 +197,16 @@ class MNISTClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The random streams too: a resumed run draws the same shuffles, augmentations and dropout masks as an
-        uninterrupted one (exactly so with `trainer.deterministic=true`)."""
+        uninterrupted one (exactly so with `trainer.deterministic=true`). And the best validation accuracy so far,
+        which a metric keeps outside the state_dict: a resumed run's `val/acc_best` goes on from it, not from 0."""
         checkpoint["rng_states"] = capture_rng_states()
+        best = self.val_acc_best.compute() if self.val_acc_best.update_called else None
+        checkpoint["val_acc_best"] = None if best is None else float(best)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        self.restored_val_acc_best = checkpoint.get("val_acc_best")
 
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(params=self.parameters())
