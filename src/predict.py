@@ -29,9 +29,22 @@ def read_image(path: Path) -> np.ndarray:
     """Grey levels in [0, 1], or one line saying the file is not an image."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                alpha = np.asarray(image.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+                return on_contrasting_background(grey, alpha)
+            return grey
     except (UnidentifiedImageError, OSError):
         raise UserError(f"image={path} is not an image PIL can read (png, jpg, bmp, ...)") from None
+
+
+def on_contrasting_background(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A digit drawn on a transparent canvas (a drawing app's export) is its opaque pixels: laid over white where
+    they are dark, over black where they are light, so that the digit stands out (dropping the alpha would leave
+    black ink on black, a blank image)."""
+    opaque = alpha > 0.5
+    background = 1.0 if opaque.any() and grey[opaque].mean() < 0.5 else 0.0
+    return grey * alpha + background * (1.0 - alpha)
 
 
 def to_mnist(grey: np.ndarray, path: Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from src.core.checkpoint import model_from_checkpoint
 from src.mnist.data import MNIST_MEAN, MNIST_STD, MNISTDataModule
-from src.predict import to_mnist
+from src.predict import read_image, to_mnist
 from tests.conftest import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
 
 EVAL_KEYS = {"ckpt_path", "recipe", "seed", "params", "epoch", "test_acc", "test_loss", "test_time_shifts"}
@@ -190,6 +190,20 @@ def test_predict_of_a_non_image_is_one_line(trained_run: Path, tiny_mnist: Path,
     assert_one_line_error(result, f"image={not_an_image} is not an image PIL can read")
     assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
     assert [path.name for path in tmp_path.iterdir()] == ["digit.png"], "nothing written"
+
+
+@pytest.mark.parametrize("ink", [0, 255])
+def test_a_digit_drawn_on_a_transparent_canvas_reads_as_the_same_digit(ink: int, tmp_path: Path) -> None:
+    """Its colour is the same everywhere (black or white) and only the opacity draws it: read as drawn on a
+    background that contrasts with the ink, it gives the same MNIST image as a plain white-on-black file."""
+    images, _ = tiny_digits(4, seed=3)
+    plain, drawn = tmp_path / "plain.png", tmp_path / "drawn.png"
+    write_png(plain, images[0])
+    rgba = np.zeros((*images[0].shape, 4), dtype=np.uint8)
+    rgba[..., :3], rgba[..., 3] = ink, images[0]
+    Image.fromarray(rgba).save(drawn)  # RGBA, from the shape
+    expected = to_mnist(read_image(plain), plain)
+    np.testing.assert_allclose(to_mnist(read_image(drawn), drawn), expected, atol=1.5 / 255)
 
 
 def test_any_size_and_position_is_brought_to_mnist_form() -> None:
