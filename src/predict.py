@@ -30,7 +30,7 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            if image.has_transparency_data:
                 alpha = np.asarray(image.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
                 return on_contrasting_background(grey, alpha)
             return grey

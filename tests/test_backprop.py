@@ -186,7 +186,7 @@ def test_a_sweep_over_more_than_the_learning_rate_tells_its_runs_apart(tmp_path:
     the workbook a sheet per job under a name of its own (not openpyxl's renaming), the chart a series per job."""
     jobs = [(20, [0.5, 0.5]), (100, [0.5, 0.5]), (100, [0.01, 0.99])]
     for index, (iterations, targets) in enumerate(jobs):
-        task = OmegaConf.create({**DEFAULTS, "lr": 0.5, "iterations": iterations, "targets": targets})
+        task = OmegaConf.create({"lr": 0.5, "iterations": iterations, **DEFAULTS, "targets": targets})  # conf's order
         (tmp_path / str(index) / ".hydra").mkdir(parents=True)
         OmegaConf.save({"task": task}, tmp_path / str(index) / ".hydra" / "config.yaml")
         run_task(task, tmp_path / str(index))

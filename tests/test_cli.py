@@ -141,7 +141,7 @@ def test_an_epoch_without_validation_reports_none_not_the_last_figures(tiny_mnis
     """trainer.check_val_every_n_epoch=2: epochs 1 and 3 have no held-out figures of their own (epoch 3 must not
     repeat epoch 2's), so the summary's final val_acc is None and its best epoch is 2."""
     overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=3", "trainer.limit_train_batches=2", "test=false",
-                 "optimized_metric=val_acc", "trainer.check_val_every_n_epoch=2")  # fmt: skip
+                 "optimized_metric=best_val_acc", "trainer.check_val_every_n_epoch=2")  # fmt: skip
     summary = train_in_process(*overrides, run_dir=tmp_path, data_dir=tiny_mnist)
     assert [row["val_acc"] is None for row in summary["per_epoch"]] == [True, False, True]
     assert summary["val_acc"] is None and summary["best_epoch"] == 2
@@ -188,6 +188,11 @@ BAD_VALUES = [
         "the run before those epochs; set data.unaugmented_last_epochs=0 or trainer.max_steps=-1",
     ),
     ("optimized_metric=test_loss", "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc"),
+    (
+        "optimized_metric=val_acc trainer.max_epochs=3 trainer.check_val_every_n_epoch=2",
+        "optimized_metric='val_acc' is the last epoch's, and trainer.check_val_every_n_epoch=2 does not validate the "
+        "last of trainer.max_epochs=3; use a max_epochs divisible by it, or best_val_acc",
+    ),
     ("test=false", "optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc"),
     (
         "distill=teacher",

@@ -10,11 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from hydra.utils import get_class
 
 from src.aggregate import main as aggregate_main
 from src.core.errors import check_group_choices, module_installed
 from src.mnist.data import ShardedBatches
+from src.mnist.run import relaunches_the_command
 from src.mnist.schema import suggest_dropout
 from tests.conftest import TINY_RUN, TINY_TEST, cli_in_process, compose_train, run_cli, train_in_process
 
@@ -103,6 +105,17 @@ def test_ddp_inside_a_basic_multirun_fails_each_job_in_one_line(
     assert "restarts this command once per process" in failed and "hydra/launcher=slurm" in failed
     assert error is not None and error.startswith("error: 1 of 1 jobs failed: 0_dropout_steplr_seed1 (error: ")
     assert not (tmp_path / "0_dropout_steplr_seed1" / "checkpoints").exists(), "refused before training"
+
+
+@pytest.mark.parametrize(("strategy", "devices", "relaunches"), [("ddp", 2, True), ("ddp", 1, False),
+                                                                   ("ddp_spawn", 2, False)])  # fmt: skip
+def test_only_a_strategy_that_runs_the_command_again_is_refused_in_a_multirun(
+    strategy: str, devices: int, relaunches: bool
+) -> None:
+    """Decided from the trainer Lightning builds, not from the strategy's name: `ddp_spawn` starts its processes from
+    this one, and DDP on one device starts none."""
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False)
+    assert relaunches_the_command(trainer) is relaunches
 
 
 @pytest.mark.slow

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 CONVERGED = 1e-3
 NUMPY_PRECISION = "64-true (numpy float64)"
 REPORT_ITERATIONS = (0, 10, 50)
-TASK_SETTINGS = ("lr", "iterations", "inputs", "targets", "weights")  # conf/task/backprop.yaml's, lr first
 
 
 def run_task(task: DictConfig, output_dir: Path) -> dict[str, float]:
@@ -69,8 +68,10 @@ def workbook_run(rows: list[dict[str, float]], inputs: Any, targets: Any) -> dic
 
 
 def varying_settings(tasks: list[dict[str, Any]]) -> list[str]:
-    """The task settings that tell a sweep's jobs apart: `lr` first, then whichever others differ between them."""
-    return ["lr", *(key for key in TASK_SETTINGS[1:] if len({str(task[key]) for task in tasks}) > 1)]
+    """The task settings that tell a sweep's jobs apart: `lr` first, then whichever others differ between them (the
+    runner and the sweep report, which every job shares, are not settings)."""
+    settings = [key for key in tasks[0] if key not in ("lr", "runner", "sweep_report")]
+    return ["lr", *(key for key in settings if len({str(task.get(key)) for task in tasks}) > 1)]
 
 
 def run_label(task: dict[str, Any], varying: list[str]) -> str:
@@ -102,7 +103,7 @@ def report_sweep(sweep_dir: Path) -> list[Path]:
         raise UserError(f"no backprop runs (*/iterations.csv) under {sweep_dir}")
     runs = []
     for job in jobs:
-        task = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml").task)
+        task = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml").task, resolve=True)
         runs.append((read_csv(job / "iterations.csv"), task))
     runs.sort(key=lambda run: run[0][0]["lr"])
     varying = varying_settings([task for _, task in runs])

@@ -3,7 +3,6 @@ search, and the jobs that failed."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 from src.core.rundirs import FAILED_MARK
 
 
-def jobs_since(sweep_dir: Path, started: float) -> list[Path]:
-    """The job dirs (each with its `.hydra`) this multirun wrote: a search's sweep dir also keeps the trials of the
-    sessions that ran the study before (`<session>/<job>`), whose failures are not this run's."""
-    return sorted(
-        path.parent for path in sweep_dir.rglob(".hydra") if path.is_dir() and path.stat().st_mtime >= started
-    )
+def hydra_dirs(sweep_dir: Path) -> dict[Path, int]:
+    """Each job's `.hydra` dir under `sweep_dir` with its modification time (ns)."""
+    return {path: path.stat().st_mtime_ns for path in sweep_dir.rglob(".hydra") if path.is_dir()}
+
+
+def jobs_run(sweep_dir: Path, before: dict[Path, int]) -> list[Path]:
+    """The job dirs this multirun wrote into: `.hydra` dirs that are new, or changed since `before` (a reused dir
+    gets a `.hydra/<time>/`). A search's sweep dir also keeps the trials of the sessions that ran the study before,
+    whose failures are not this run's. Compared with the dirs' own times, not this machine's clock."""
+    return sorted(path.parent for path, mtime in hydra_dirs(sweep_dir).items() if before.get(path) != mtime)
 
 
 def failed_jobs(sweep_dir: Path, jobs: list[Path]) -> dict[str, str]:
@@ -34,14 +37,14 @@ class SweepReport(Callback):
     last, and the sweep exits non-zero."""
 
     def __init__(self) -> None:
-        self.started = 0.0
+        self.hydra_dirs_before: dict[Path, int] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
+        self.hydra_dirs_before = hydra_dirs(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = len(ran := jobs_since(sweep_dir, self.started))
+        jobs = len(ran := jobs_run(sweep_dir, self.hydra_dirs_before))
         failed = failed_jobs(sweep_dir, ran)
         written = instantiate(config.task.sweep_report)(sweep_dir) if len(failed) < jobs else []
         if written:

@@ -198,7 +198,7 @@ def relaunches_the_command(trainer: pl.Trainer) -> bool:
     strategy = trainer.strategy
     return (
         isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
-        and trainer.num_devices * trainer.num_nodes > 1
+        and trainer.num_devices > 1  # it starts the other devices' processes of its own node
         and not strategy.cluster_environment.creates_processes_externally
     )
 
@@ -225,7 +225,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     callbacks = [*configured_callbacks(cfg), epoch_log, RunConfigInCheckpoint(run_config(cfg, model.net))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
-    if HydraConfig.get().mode == RunMode.MULTIRUN and relaunches_the_command(trainer):
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and relaunches_the_command(trainer):
         raise UserError(
             f"trainer.strategy={cfg.trainer.strategy} restarts this command once per process, which a multirun "
             "job cannot do; run it without -m, or sweep with hydra/launcher=slurm (one task per device)"

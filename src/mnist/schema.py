@@ -108,6 +108,12 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"optimized_metric={metric!r} is not one of {', '.join(objectives)}")
     if metric == "test_acc" and not cfg.get("test", True):
         raise UserError("optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc")
+    every, epochs = cfg.trainer.get("check_val_every_n_epoch") or 1, cfg.trainer.max_epochs
+    if metric == "val_acc" and epochs % every:
+        raise UserError(
+            f"optimized_metric='val_acc' is the last epoch's, and trainer.check_val_every_n_epoch={every} does not "
+            f"validate the last of trainer.max_epochs={epochs}; use a max_epochs divisible by it, or best_val_acc"
+        )
     unaugmented, max_steps = cfg.data.get("unaugmented_last_epochs"), cfg.trainer.get("max_steps", -1)
     if unaugmented and max_steps > 0:
         raise UserError(
