@@ -94,10 +94,11 @@ def test_eval_into_a_training_runs_dir_is_refused_and_changes_none_of_its_files(
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == f"error: {run} already holds another run's files; give hydra.run.dir a new folder"
     assert {name: (run / name).read_bytes() for name in before} == before and not (run / "eval.json").exists()
+    assert [path.name for path in (run / ".hydra").iterdir() if path.is_dir()] == [], "the eval's config went too"
 
 
 def test_a_failed_eval_removes_only_a_dir_it_made(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
-    """A folder that was there before (here with the user's own log) is kept as it is; a new one is removed."""
+    """A folder that was there before (here with the user's own log) is left as it was; a new one is removed."""
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.log").write_text("the user's\n")
@@ -105,6 +106,7 @@ def test_a_failed_eval_removes_only_a_dir_it_made(tiny_mnist: Path, tmp_path: Pa
         error = cli_in_process("src.eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={folder}",
                                data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
         assert error == f"error: ckpt_path={tmp_path / 'nope.ckpt'} is not a file"
+    assert [path.name for path in mine.iterdir()] == ["notes.log"], "Hydra's config and the eval's log are gone"
     assert (mine / "notes.log").read_text() == "the user's\n" and not (tmp_path / "new").exists()
 
 

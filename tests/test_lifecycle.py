@@ -149,6 +149,7 @@ def test_resume_under_settings_changed_since_the_start_names_them(
         "restored), or start a new run"
     )
     assert not (run_dir / "summary.json").exists()
+    assert not [path for path in (run_dir / ".hydra").iterdir() if path.is_dir()], "no config of the refused resume"
 
 
 def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_only_when_switched_on() -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
-from src.core.rundirs import CONF_DIR, made_by_this_run
+from src.core.rundirs import CONF_DIR, remove_what_the_start_wrote
 
 
 class UserError(Exception):
@@ -22,13 +21,12 @@ def user_error_in(error: BaseException | None) -> UserError | None:
 
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
     """The `error: ...` exit for a UserError (re-raises anything else: that is a bug to see in full). A run that
-    failed before producing anything leaves no directory, only Hydra's config and log would be in it (a folder that
-    was there before is left as it is)."""
+    failed before producing anything leaves its dir as it found it: no dir, or the one that was there."""
     cause = user_error_in(error)
     if cause is None:
         raise error
-    if output_dir is not None and made_by_this_run(output_dir):
-        shutil.rmtree(output_dir, ignore_errors=True)  # a DDP process may still be closing its log
+    if output_dir is not None:
+        remove_what_the_start_wrote(output_dir)
     return SystemExit(f"error: {cause}")
 
 

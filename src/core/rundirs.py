@@ -4,6 +4,7 @@ run wrote is ever overwritten."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,50 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 UNFINISHED_MARK = "checkpoints/last.ckpt"
 FAILED_MARK = "FAILED"  # written into a multirun job dir whose job failed
 MADE_RUN_DIRS: set[Path] = set()  # run dirs Hydra made in this process: the only ones a failed start may remove
+ENTRIES_AT_START: dict[Path, dict[Path, int]] = {}  # each existing run dir's `entries` when this process began
 
 
-class NoteNewRunDir(Callback):
-    """Notes whether a run's dir is new before Hydra makes it: a run that fails before producing anything removes
-    its dir only if this process made it; a folder given as hydra.run.dir may hold the user's own files."""
+class NoteRunDirAtStart(Callback):
+    """Notes, before Hydra writes into it, whether a run's dir is new or what it already holds: a run that stops
+    before producing anything then leaves it as it was (`remove_what_the_start_wrote`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir).resolve()  # `now` is cached: the dir Hydra is about to make
-        if not run_dir.exists():
+        run_dir = Path(config.hydra.run.dir).resolve()  # `now` is cached: the dir Hydra is about to use
+        if run_dir.exists():
+            ENTRIES_AT_START[run_dir] = entries(run_dir)
+        else:
             MADE_RUN_DIRS.add(run_dir)
 
 
-def made_by_this_run(output_dir: Path) -> bool:
-    """The run dir is new and holds only what this run's start wrote (Hydra's config, the console logs)."""
-    return output_dir.resolve() in MADE_RUN_DIRS and output_dir.is_dir() and holds_only_hydra_files(output_dir)
+def entries(run_dir: Path) -> dict[Path, int]:
+    """The run dir's own entries and everything under its `.hydra`, with their modification times (ns): enough to
+    tell whether a run wrote anything (a checkpoint, TensorBoard, a summary changes a top-level entry) without
+    walking a big folder given as hydra.run.dir."""
+    paths = [*run_dir.iterdir(), *(run_dir / ".hydra").rglob("*")]
+    return {path: path.stat().st_mtime_ns for path in paths}
+
+
+def remove_what_the_start_wrote(output_dir: Path) -> None:
+    """After a run or eval stopped with one line: a dir it made goes, if it holds only Hydra's config and the logs;
+    in a dir that was there (a refused resume, an eval pointed at a run's dir) the config Hydra wrote beside the first
+    one (`.hydra/<time>/`) and new logs go, if nothing else changed. Lines added to an existing log stay."""
+    run_dir = output_dir.resolve()
+    if run_dir in MADE_RUN_DIRS:
+        if run_dir.is_dir() and holds_only_hydra_files(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a DDP process may still be closing its log
+        return
+    before = ENTRIES_AT_START.get(run_dir)
+    if before is None:
+        return
+    hydra = run_dir / ".hydra"
+    changed = [path for path, mtime in entries(run_dir).items() if before.get(path) != mtime]
+    if not all(path == hydra or hydra in path.parents or path.suffix == ".log" for path in changed):
+        return  # the run wrote something of its own: everything stays
+    for path in sorted((path for path in changed if path not in before), reverse=True):  # files before their dirs
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
 
 
 def is_finished(run_dir: Path) -> bool:
