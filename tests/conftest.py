@@ -9,8 +9,8 @@ Three ways to run the app, cheapest first:
   fresh interpreter shows: the exit status and stderr, DDP's relaunch, launchers that start processes); they are
   marked `slow`.
 
-`trained_run` is the one tiny training run (model=record, 2 epochs, TensorBoard, checkpoints, EMA) that the summary,
-TensorBoard, eval, predict, aggregate, safety and provenance tests all read.
+`trained_run` is the one tiny training run of a test process (model=record, 2 epochs, TensorBoard, checkpoints,
+EMA) that the summary, TensorBoard, eval, predict, aggregate, safety and provenance tests all read.
 """
 
 from __future__ import annotations

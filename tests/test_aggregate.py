@@ -83,6 +83,7 @@ def test_dir_without_summaries_is_one_line_error(tmp_path: Path) -> None:
         main([str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path: Path) -> None:
     """`python -m src.aggregate` has its own exit path (argparse, no Hydra); it imports no torch, so this is cheap."""
     result = run_cli(str(tmp_path / "nowhere"), str(tmp_path), module="src.aggregate", data_dir=tmp_path)

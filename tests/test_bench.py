@@ -61,6 +61,7 @@ def test_bench_refuses_a_data_dir_that_is_a_file(tmp_path: Path, monkeypatch: py
         bench_main(["--steps", "1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("child", "message", "shown"),
     [  # bad input in the variant: its one line; a bug: its traceback shown in full, then the line

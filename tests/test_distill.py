@@ -1,5 +1,6 @@
 """Knowledge distillation: the loss, the teacher read from a checkpoint, and the held-out split kept clean."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from src.core.checkpoint import model_from_checkpoint, stored_split
 from src.core.errors import UserError
 from src.mnist.distill import Distillation
 from src.mnist.nets import UnshuffleGapNet
-from tests.conftest import TINY_RUN, compose_train, train_in_process
+from tests.conftest import TINY_RUN, cli_in_process, compose_train, train_in_process
 
 TEACHER_PARAMS = 80_762
 
@@ -78,20 +79,26 @@ def test_the_teacher_recipe_has_no_student_budget() -> None:
 
 
 def test_a_distilled_student_trains_and_is_evaluated_without_its_teacher(
-    trained_run: Path, tiny_mnist: Path, tmp_path: Path
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The shared run's checkpoint teaches `tiny`; the student's checkpoint then loads with the teacher's file gone."""
+    """The shared run's checkpoint teaches `tiny`: the teacher's term changes what the student learns (against the
+    same run with distill.weight=0), and the student's checkpoint is evaluated with the teacher's file gone."""
     teacher = tmp_path / "teacher.ckpt"
     shutil.copy(trained_run / "checkpoints" / "last.ckpt", teacher)
-    student_dir = tmp_path / "student"
     overrides = ("model=tiny", *TINY_RUN, "distill=teacher", f"distill.checkpoint={teacher}", "logger=none")
-    summary = train_in_process(*overrides, run_dir=student_dir, data_dir=tiny_mnist)
-    assert summary["epochs"] == 2 and summary["test_acc"] > 0
+    summary = train_in_process(*overrides, run_dir=tmp_path / "student", data_dir=tiny_mnist)
+    labels_only = train_in_process(*overrides, "distill.weight=0", run_dir=tmp_path / "labels", data_dir=tiny_mnist)
+    assert summary["epochs"] == 2
+    assert summary["per_epoch"][0]["train_loss"] != pytest.approx(labels_only["per_epoch"][0]["train_loss"], rel=1e-3)
     teacher.unlink()
-    student, checkpoint = model_from_checkpoint(student_dir / "checkpoints" / "last.ckpt")
-    assert student.num_params == 3_966 and checkpoint["run_config"]["model"]["distillation"]["checkpoint"] == str(
-        teacher
-    )
+    ckpt = tmp_path / "student" / "checkpoints" / "last.ckpt"
+    student, checkpoint = model_from_checkpoint(ckpt)
+    assert student.num_params == 3_966
+    assert checkpoint["run_config"]["model"]["distillation"]["checkpoint"] == str(teacher)
+    error = cli_in_process("src.eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["test_acc"] == summary["test_acc"]
 
 
 def test_a_teacher_that_learned_from_the_held_out_images_is_refused(

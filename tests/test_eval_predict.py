@@ -117,11 +117,14 @@ def test_a_failed_eval_removes_only_a_dir_it_made(tiny_mnist: Path, tmp_path: Pa
 def test_a_value_left_unset_is_one_line(
     module: str, given: tuple[str, ...], unset: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not OmegaConf's MissingMandatoryValue traceback; the eval's new dir is removed (predict writes none)."""
+    """Not OmegaConf's MissingMandatoryValue traceback; nothing is left behind: the eval's new dir is removed, and
+    predict writes nothing where it runs."""
     args = [arg.replace("RUN", str(tmp_path / "run")) for arg in given]
-    error = cli_in_process(module, *args, data_dir=tiny_mnist, monkeypatch=monkeypatch)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    error = cli_in_process(module, *args, data_dir=tiny_mnist, monkeypatch=monkeypatch, cwd=cwd)
     assert error == f"error: {unset} has no value (??? in the config); give one on the command line: {unset}=..."
-    assert not (tmp_path / "run").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cwd"] and not any(cwd.iterdir())
 
 
 @pytest.mark.slow

@@ -109,6 +109,20 @@ def test_a_resumed_run_keeps_the_best_validation_accuracy_so_far() -> None:
     assert after.val_acc_best.compute().item() == pytest.approx(0.981)
 
 
+@pytest.mark.parametrize("continue_it", ["resume=true", "ckpt_path=any.ckpt"])
+def test_continuing_a_run_inside_a_multirun_is_one_line(
+    continue_it: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A continued run writes into its own dir, which a sweep's job dirs cannot be: refused before anything is built."""
+    error = cli_in_process("src.train", "-m", continue_it, *TINY_RUN, f"hydra.sweep.dir={tmp_path}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
+        "error: 1 of 1 jobs failed: 0_dropout_steplr_seed1 (error: resume=true and ckpt_path continue one run; run "
+        "them without -m)"
+    )
+    assert not (tmp_path / "0_dropout_steplr_seed1" / "checkpoints").exists()
+
+
 def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
     error = cli_in_process("src.train", *TINY_RUN, f"runs_dir={tmp_path}", "resume=true", data_dir=tiny_mnist,
                            monkeypatch=monkeypatch)  # fmt: skip

@@ -45,6 +45,9 @@ def test_tensor_loader_yields_whole_shuffled_batches(tiny_mnist: Path) -> None:
     assert [len(labels) for _, labels in batches] == [64] * (TINY_TRAIN // 64)
     seen = torch.cat([labels for _, labels in batches])
     assert sorted(seen.tolist()) == sorted(datamodule.train_set.tensors[1].tolist())
+    assert seen.tolist() != datamodule.train_set.tensors[1][: len(seen)].tolist(), "shuffled, not in file order"
+    again = torch.cat([labels for _, labels in datamodule.train_dataloader()])
+    assert again.tolist() != seen.tolist(), "each epoch in another order"
 
 
 def torchvision_warp_samples(n: int) -> dict[str, np.ndarray]:
