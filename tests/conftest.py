@@ -33,6 +33,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.core.resolvers import register_resolvers
@@ -60,6 +61,13 @@ TINY_RUN = (
 # its checkpoint (on the default tensor pipeline) also checks that both pipelines give the same test figures; at
 # batch 8, 2 × 40 steps: enough to learn the tiny digits (2 × 10 steps at batch 32 are not).
 TRAINED_RUN = ("model=record", *TINY_RUN, "data.batch_size=8", "data.pipeline=torchvision")
+
+
+def noise(count: int, seed: int) -> torch.Tensor:
+    """Images with content everywhere (uniform uint8 noise, as ToTensor scales it): any pixel taken from the wrong
+    place, or filled where it should not be, shows."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, 1, 28, 28), generator=generator).float() / 255
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -115,6 +123,10 @@ def compose_train(*overrides: str) -> DictConfig:
     """conf/train.yaml composed as `python -m src.train OVERRIDES` would compose it (hydra's choices included)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+# write-up 001's transforms, which the augmentation tests draw from
+SEED_AFFINE = list(instantiate(compose_train("augmentation=seed_affine").augmentation.transforms))
 
 
 def compose_task(*overrides: str) -> DictConfig:

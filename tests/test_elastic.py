@@ -16,8 +16,7 @@ from torchvision.transforms import functional as TF
 from src.core.errors import UserError
 from src.mnist.augment import BatchAugment, BatchElastic
 from src.mnist.data import MNISTDataModule
-from tests.conftest import compose_train
-from tests.test_pipeline import SEED_AFFINE, noise
+from tests.conftest import SEED_AFFINE, compose_train, noise
 
 CPU = torch.device("cpu")
 ELASTIC = list(instantiate(compose_train("augmentation=elastic").augmentation.transforms))

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from scipy import stats
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
@@ -14,10 +13,9 @@ from torchvision.transforms.functional import _get_inverse_affine_matrix
 
 from src.core.errors import UserError
 from src.mnist.data import BatchAugment, MNISTDataModule
-from tests.conftest import TINY_RUN, TINY_TRAIN, compose_train, train_in_process
+from tests.conftest import SEED_AFFINE, TINY_RUN, TINY_TRAIN, noise, train_in_process
 
 NEAREST = InterpolationMode.NEAREST
-SEED_AFFINE = list(instantiate(compose_train("augmentation=seed_affine").augmentation.transforms))
 
 
 def tensor_batch(datamodule: MNISTDataModule, dataset, indices: list[int]) -> torch.Tensor:
@@ -95,13 +93,6 @@ def rounding_ties(angle: float, shift: tuple[float, float], scale: float, side: 
         source = row[0] * xs + row[1] * ys + row[2] + (side - 1) / 2  # the input pixel index, before rounding
         ties |= np.abs(source - np.floor(source) - 0.5) < 1e-4
     return ties
-
-
-def noise(count: int, seed: int) -> torch.Tensor:
-    """Images with content everywhere (uniform uint8 noise, as ToTensor scales it): any pixel taken from the wrong
-    place, or filled where it should not be, shows."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (count, 1, 28, 28), generator=generator).float() / 255
 
 
 @pytest.mark.parametrize(
