@@ -14,12 +14,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.core.checkpoint import model_from_checkpoint, stored_split
-from src.core.errors import UserError, one_line_exit
+from src.core.errors import UserError, check_new_run_dir, one_line_exit
 from src.core.files import write_json_atomically
 from src.core.logs import quiet_known_noise
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
-from src.core.rundirs import holds_only_hydra_files
 from src.mnist.schema import check_all_set
 
 log = logging.getLogger(__name__)
@@ -76,8 +75,7 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         check_all_set(cfg)
-        if not holds_only_hydra_files(output_dir):  # eval.json, or a training run's files: never overwritten
-            raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
+        check_new_run_dir(output_dir)  # eval.json, or a training run's files: never overwritten
         summary = evaluate(cfg, output_dir)
         return summary["val_acc" if cfg.held_out else "test_acc"]
     except Exception as error:

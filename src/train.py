@@ -16,23 +16,23 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.core.errors import UserError, check_group_choices, one_line_exit, user_error_in
+from src.core.errors import UserError, check_group_choices, check_new_run_dir, one_line_exit, user_error_in
 from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
-from src.core.rundirs import FAILED_MARK, continues_its_own_run, holds_only_hydra_files
+from src.core.rundirs import FAILED_MARK, continues_its_own_run
 
 log = logging.getLogger(__name__)
 
 register_resolvers()  # before @hydra.main composes, and in launcher processes that import this module to run a job
 
 
-def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, fresh: bool) -> None:
+def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, ddp_child: bool) -> None:
     """What the command line may not combine, said before anything is built."""
     if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
         raise UserError("resume=true and ckpt_path continue one run; run them without -m")
     continues_here = cfg.get("resume") or continues_its_own_run(cfg.get("ckpt_path"), output_dir)
-    if not fresh and not continues_here:  # only a run continuing in its own dir may reuse it
-        raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
+    if not (continues_here or ddp_child):  # only a run continuing in its own dir (or its DDP process) may reuse it
+        check_new_run_dir(output_dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> float:
     # Lightning's DDP launcher restarts this script per extra device with hydra.run.dir set to this run's dir.
     ddp_child = os.environ.get("LOCAL_RANK", "0") != "0"
     try:
-        check_run_request(cfg, output_dir, multirun, fresh=ddp_child or holds_only_hydra_files(output_dir))
+        check_run_request(cfg, output_dir, multirun, ddp_child)
         return instantiate(cfg.task.runner)(cfg, output_dir)
     except Exception as error:
         if multirun:

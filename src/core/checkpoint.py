@@ -95,14 +95,14 @@ def check_targets(run_config: Any, path: Path, key: str = "ckpt_path") -> None:
     """A checkpoint's config may only name the project's own classes: instantiating any other callable could run
     anything (Hydra's own blocklist stops `os.system`, not every callable). Nor may it hold an interpolation: Hydra
     resolves them before it instantiates, and `${oc.create:...}` makes a node with a `_target_` no check has seen."""
-    for _, value in config_items(run_config):
+    for name, value in config_items(run_config):
         if isinstance(value, str) and "${" in value:
             raise UserError(
                 f"{key}={path} holds the interpolation {value!r}: a run saves its config resolved, and resolving "
                 "this one could build any object; not loaded"
             )
-    for target in (str(value) for name, value in config_items(run_config) if name == "_target_"):
-        if target not in ALLOWED_TARGETS and not defined_in_allowed_module(target):
+        target = str(value)
+        if name == "_target_" and target not in ALLOWED_TARGETS and not defined_in_allowed_module(target):
             allowed = ", ".join([*sorted(ALLOWED_TARGETS), *(f"{prefix}*" for prefix in ALLOWED_TARGET_MODULES)])
             raise UserError(f"{key}={path} names _target_={target!r}, which is not one of {allowed}; not loaded")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from src.core.rundirs import CONF_DIR, remove_what_the_start_wrote
+from src.core.rundirs import CONF_DIR, holds_only_hydra_files, remove_what_the_start_wrote
 
 
 class UserError(Exception):
@@ -17,6 +17,12 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     while error is not None and not isinstance(error, UserError):
         error = error.__cause__
     return error
+
+
+def check_new_run_dir(output_dir: Path) -> None:
+    """A run (or eval) writes only into a dir that holds nothing but Hydra's config and logs, never another run's."""
+    if not holds_only_hydra_files(output_dir):
+        raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
 
 
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:

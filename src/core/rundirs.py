@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 UNFINISHED_MARK = "checkpoints/last.ckpt"
 FAILED_MARK = "FAILED"  # written into a multirun job dir whose job failed
-MADE_RUN_DIRS: set[Path] = set()  # run dirs Hydra made in this process: the only ones a failed start may remove
-ENTRIES_AT_START: dict[Path, dict[Path, int]] = {}  # each existing run dir's `entries` when this process began
+# Each run dir this process started in: its `entries` then, or None where Hydra made it (the only dirs a failed start
+# may remove whole).
+RUN_DIRS_AT_START: dict[Path, dict[Path, int] | None] = {}
 
 
 class NoteRunDirAtStart(Callback):
@@ -24,10 +25,7 @@ class NoteRunDirAtStart(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir).resolve()  # `now` is cached: the dir Hydra is about to use
-        if run_dir.exists():
-            ENTRIES_AT_START[run_dir] = entries(run_dir)
-        else:
-            MADE_RUN_DIRS.add(run_dir)
+        RUN_DIRS_AT_START[run_dir] = entries(run_dir) if run_dir.exists() else None
 
 
 def entries(run_dir: Path) -> dict[Path, int]:
@@ -43,12 +41,12 @@ def remove_what_the_start_wrote(output_dir: Path) -> None:
     in a dir that was there (a refused resume, an eval pointed at a run's dir) the config Hydra wrote beside the first
     one (`.hydra/<time>/`) and new logs go, if nothing else changed. Lines added to an existing log stay."""
     run_dir = output_dir.resolve()
-    if run_dir in MADE_RUN_DIRS:
+    if run_dir not in RUN_DIRS_AT_START:
+        return
+    before = RUN_DIRS_AT_START[run_dir]
+    if before is None:  # made by this start
         if run_dir.is_dir() and holds_only_hydra_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a DDP process may still be closing its log
-        return
-    before = ENTRIES_AT_START.get(run_dir)
-    if before is None:
         return
     hydra = run_dir / ".hydra"
     changed = [path for path, mtime in entries(run_dir).items() if before.get(path) != mtime]
