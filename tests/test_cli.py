@@ -178,7 +178,6 @@ BAD_VALUES = [
     ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
     ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
     ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
-    ("data.unaugmented_last_epochs=-1", "data.unaugmented_last_epochs=-1 must be >= 0"),
     ("data.val_split=abc", "data.val_split='abc' is not a valid int"),
     ("data.val_split=1.5", "data.val_split=1.5 is not a valid int"),
     ("distill=teacher distill.checkpoint=t.ckpt distill.weight=abc", "distill.weight='abc' is not a valid float"),

@@ -48,8 +48,9 @@ class RunSchema:
         "distill_weight": "distill.weight",
         "distill_temperature": "distill.temperature",
     }
-    # Nets without a dropout, recipes without an EMA, runs without distillation; the ranges of the split and of
-    # distillation are checked where they are used (MNISTDataModule, Distillation), built without the CLI too.
+    # Nets without a dropout, recipes without an EMA, runs without distillation; the ranges of the split, of the
+    # unaugmented epochs and of distillation are checked where they are used (MNISTDataModule, Distillation), which
+    # are built without the CLI too.
     OPTIONAL: ClassVar[set[str]] = {"dropout", "ema_decay", "distill_weight", "distill_temperature"}
 
     def __post_init__(self) -> None:
@@ -62,7 +63,6 @@ class RunSchema:
             "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
             "ema_decay": (0.0 < self.ema_decay < 1.0, "must be in (0, 1)"),
-            "unaugmented_last_epochs": (self.unaugmented_last_epochs >= 0, "must be >= 0"),
         }
         for name, (ok, rule) in rules.items():
             if not ok:
@@ -114,8 +114,8 @@ def validate(cfg: DictConfig) -> None:
             f"optimized_metric='val_acc' is the last epoch's, and trainer.check_val_every_n_epoch={every} does not "
             f"validate the last of trainer.max_epochs={epochs}; use a max_epochs divisible by it, or best_val_acc"
         )
-    unaugmented, max_steps = cfg.data.get("unaugmented_last_epochs"), cfg.trainer.get("max_steps", -1)
-    if unaugmented and max_steps > 0:
+    unaugmented, max_steps = cfg.data.get("unaugmented_last_epochs", 0), cfg.trainer.get("max_steps", -1)
+    if unaugmented > 0 and max_steps > 0:
         raise UserError(
             f"data.unaugmented_last_epochs={unaugmented} counts back from trainer.max_epochs, and "
             f"trainer.max_steps={max_steps} may stop the run before those epochs; set data.unaugmented_last_epochs=0 "
