@@ -36,6 +36,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.core.logs import IRRELEVANT_WARNINGS
 from src.core.resolvers import register_resolvers
 from src.mnist.data import missing_raw_files
 
@@ -46,6 +47,14 @@ register_resolvers()  # what the entry points do before Hydra composes
 # other (measured at load 4-5: a tiny 2-epoch run took 33 s on 2 threads, 3-5 s on 1).
 THREADS = 1
 torch.set_num_threads(THREADS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The library warnings the entry points filter (src.core.logs), filtered in every test too: pytest resets the
+    warnings filters around each test, so the ones a run sets in-process would not hold for the next."""
+    for message, module in IRRELEVANT_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}::{module}")
+
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN, TINY_TEST = 320, 160
