@@ -1,0 +1,109 @@
+"""Smoke tests of scripts/: each script runs on tiny inputs (the suite's tiny digits, its one trained run, a few
+steps) and what it prints or returns is checked, so that a change in src/ that breaks a script fails here."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from torch import nn
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+VAL_SPLIT = 64  # of the tiny digits' 320 training images
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch):
+    """Imports scripts/NAME.py as `python scripts/NAME.py` would find it (the folder first on the import path)."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+
+    def load(name: str) -> ModuleType:
+        return importlib.import_module(name)
+
+    return load
+
+
+@pytest.fixture
+def held_out(trained_run: Path, tiny_mnist: Path) -> tuple[str, list[str]]:
+    """The shared run's checkpoint and the options that hold 64 of the tiny training images out."""
+    return str(trained_run / "checkpoints" / "last.ckpt"), ["--data-root", str(tiny_mnist), "--val-split", "64"]
+
+
+def test_shift_sets_agree_with_the_views_and_the_error_profile(script, held_out, capsys) -> None:
+    ckpt, options = held_out
+    sets = script("heldout_shift_sets").main([ckpt, *options])[ckpt]
+    assert list(sets) == ["none", "S4", "S8", "S8b", "S12"]
+    assert all(
+        0 <= acc <= 100 and (acc * VAL_SPLIT / 100) == pytest.approx(round(acc * VAL_SPLIT / 100))
+        for acc in sets.values()
+    )
+    assert sets["S8"] > 50  # `record`'s own set, on images the run learned
+    assert capsys.readouterr().out.splitlines()[2] == f"{ckpt} S8 {sets['S8']:.2f} %"
+
+    views = script("heldout_test_time_views").main([ckpt, *options, "--degrees", "10"])
+    assert list(views) == ["shifts", "+ ±10°", "+ scales", "shifts, BatchNorm recomputed"]
+    assert views["shifts"] == pytest.approx(sets["S8"])  # the checkpoint's own shifts, as stored: S8
+    assert all(0 <= acc <= 100 for acc in views.values())
+
+    profile = script("heldout_error_profile").main([ckpt, ckpt, *options])  # one run twice: every miss is shared
+    assert profile["runs"][ckpt]["held_out"] == pytest.approx(sets["S8"])
+    assert profile["averaged"] == pytest.approx(sets["S8"])
+    wrong = round(VAL_SPLIT * (100 - sets["S8"]) / 100)
+    assert profile["missed_by"] == {1: 0, 2: wrong}
+    assert sum(count for _, count in profile["per_digit"]) == wrong
+    assert sum(profile["pairs"].values()) == 2 * wrong
+    assert 50 < profile["runs"][ckpt]["training"] <= 100 and profile["runs"][ckpt]["nll"] > 0
+
+
+def test_shift_sets_by_name(script, held_out, capsys) -> None:
+    ckpt, options = held_out
+    assert list(script("heldout_shift_sets").main(["--sets", "none,S4", ckpt, *options])[ckpt]) == ["none", "S4"]
+    with pytest.raises(SystemExit):
+        script("heldout_shift_sets").main(["--sets", "S5", ckpt, *options])
+    assert "--sets: S5 not among none, S4, S8, S8b, S12" in capsys.readouterr().err
+
+
+def test_scratch_nets_keep_the_parameters_and_change_the_blocks(script) -> None:
+    from src.mnist.nets import CompactGapNet, count_parameters  # noqa: PLC0415
+
+    widths = {"stem": [8, 10], "squeeze": 8, "body": [14, 18], "separable": 1}
+    plain, bn_relu, silu = (
+        cls(**widths) for cls in (CompactGapNet, script("scratchnets").BnReluGapNet, script("scratchnets").SiluGapNet)
+    )
+    assert count_parameters(bn_relu) == count_parameters(silu) == count_parameters(plain)
+    kinds = [type(layer) for layer in bn_relu.features]
+    assert all(kinds[i + 1] is nn.ReLU for i, kind in enumerate(kinds) if kind is nn.BatchNorm2d)
+    assert [type(layer) for layer in plain.features].count(nn.ReLU) == kinds.count(nn.ReLU) == 4
+    assert not any(isinstance(m, nn.ReLU) for m in silu.modules())
+    assert sum(isinstance(m, nn.SiLU) for m in silu.modules()) == 4
+    assert bn_relu(torch.randn(2, 1, 28, 28)).shape == silu(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_norm_no_decay_spares_norms_and_biases(script) -> None:
+    from src.mnist.nets import CompactGapNet  # noqa: PLC0415
+
+    net = CompactGapNet(stem=[4], squeeze=4, body=[6])
+    make_optimizer = functools.partial(torch.optim.SGD, lr=0.1, weight_decay=1e-4)
+    model = script("scratchmod").NormNoDecayClassifier(net=net, optimizer=make_optimizer)
+    decayed, spared = model.configure_optimizers().param_groups
+    assert decayed["weight_decay"] == 1e-4 and spared["weight_decay"] == 0.0
+    assert {p.ndim for p in decayed["params"]} == {4} and {p.ndim for p in spared["params"]} == {1}
+    assert len(decayed["params"]) + len(spared["params"]) == len(list(net.parameters()))
+    assert model.make_optimizer is make_optimizer  # put back
+
+
+@pytest.mark.parametrize("options", [[], ["--bf16", "--channels-last", "--foreach"]])
+def test_profile_step(script, options) -> None:
+    table = script("profile_step").main(["--threads", "1", "--steps", "2", "--warmup", "1", "--rows", "8", *options])
+    assert "aten::convolution_backward" in table and "Self CPU" in table
+    assert len(table.strip().splitlines()) <= 8 + 6  # the rows asked for, the header and the totals
+
+
+def test_time_sgd_step(script, capsys) -> None:
+    milliseconds = script("time_sgd_step").main(["--steps", "3"])
+    assert set(milliseconds) == {False, True} and all(ms > 0 for ms in milliseconds.values())
+    assert capsys.readouterr().out.splitlines()[1].startswith("foreach=True: ")
