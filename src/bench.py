@@ -48,7 +48,7 @@ def reference_loop(steps: int, batch_size: int, device: str) -> dict[str, float]
     from torchvision import datasets, transforms
     from tqdm import tqdm
 
-    from src.mnist.data import MNIST_MEAN, MNIST_STD
+    from src.mnist.images import MNIST_MEAN, MNIST_STD
     from src.mnist.nets import DropoutGapNet
 
     torch.manual_seed(1)
@@ -93,7 +93,7 @@ def data_root() -> Path:
 def checked_test_images() -> int:
     """The files every variant needs, checked (or downloaded) once before anything is timed, as a run does (a missing
     or broken file is one line here, not a failed variant minutes later); returns how many test images they hold."""
-    from src.core.errors import one_line_exit
+    from src.core.cli import one_line_exit
     from src.mnist.data import MNISTDataModule, idx_shape
 
     root = data_root()
@@ -128,10 +128,11 @@ def bare_step_rates(
     from torch.nn import functional as F
 
     from src.mnist.augment import BatchAugment
+    from src.mnist.images import IMAGE_SIZE
     from src.mnist.nets import DropoutGapNet
 
     torch.manual_seed(0)
-    images = torch.randn(batch_size, 1, 28, 28, device=device)
+    images = torch.randn(batch_size, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
     labels = torch.randint(0, 10, (batch_size,), device=device)
     variants = [("step fp32", False, torch.contiguous_format, False),
                 ("step fp32, channels_last", False, torch.channels_last, False)]  # fmt: skip
@@ -163,7 +164,7 @@ def bare_step_rates(
             optimizer.step()
         synchronize(device)
         rates[label] = steps * batch_size / (time.perf_counter() - start)
-    unit = torch.rand(batch_size, 1, 28, 28, device=device)
+    unit = torch.rand(batch_size, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
     for name in ("seed_affine", "elastic"):
         augment = BatchAugment(augmentation(name))
         start = time.perf_counter()

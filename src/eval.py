@@ -6,6 +6,7 @@ on the training images the run held out (`data.val_split`), where settings are c
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -13,13 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.core.checkpoint import model_from_checkpoint, stored_split
-from src.core.errors import UserError, check_new_run_dir, one_line_exit
+from src.core.cli import check_new_run_dir, one_line_exit
+from src.core.config import check_all_set
+from src.core.errors import UserError
 from src.core.files import write_json_atomically
 from src.core.logs import quiet_known_noise
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
-from src.mnist.schema import check_all_set
+from src.mnist.record import RunRecord, Split, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,19 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
     shifts = cfg.test_time_shifts
     overrides = None if shifts is None else {"test_time_shifts": OmegaConf.to_container(shifts)}
-    model, checkpoint = model_from_checkpoint(ckpt_path, model_overrides=overrides)
+    model, record, epochs = load_trained(ckpt_path, model_overrides=overrides)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-    split = held_out_split(checkpoint, ckpt_path) if cfg.held_out else {}
+    split = asdict(held_out_split(record, ckpt_path)) if cfg.held_out else {}
     datamodule = instantiate(cfg.data, **split)
     datamodule.prepare_data()
     run_stage, stage = (trainer.validate, "val") if cfg.held_out else (trainer.test, "test")
     metrics = run_stage(model, datamodule=datamodule, verbose=False)[0]
     summary = {
         "ckpt_path": str(ckpt_path),
-        "recipe": checkpoint["run_config"]["recipe"],
-        "seed": checkpoint["run_config"]["seed"],
+        "recipe": record.recipe,
+        "seed": record.seed,
         "params": model.num_params,
-        "epoch": checkpoint["epoch"] + 1,
+        "epoch": epochs,
         **split,
         f"{stage}_acc": round(100.0 * metrics[f"{stage}/acc"], 4),
         f"{stage}_loss": metrics[f"{stage}/loss"],
@@ -54,16 +56,15 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     return summary
 
 
-def held_out_split(checkpoint: dict, ckpt_path: Path) -> dict[str, int]:
-    """The training images the checkpoint's run held out (`val_split` of them, drawn with `split_seed`): the split
-    comes from the checkpoint, so that an eval never scores a run on images it learned from."""
-    split = stored_split(checkpoint, ckpt_path, "ckpt_path", "held_out=true needs one that does")
-    if not split["val_split"]:
+def held_out_split(record: RunRecord, ckpt_path: Path) -> Split:
+    """The training images the checkpoint's run held out: the split comes from its record, so that an eval never
+    scores a run on images it learned from."""
+    if not record.split.val_split:
         raise UserError(
             f"held_out=true needs a run trained with data.val_split=N, and ckpt_path={ckpt_path} learned from every "
             "training image; evaluate it on the test set (held_out=false)"
         )
-    return {"val_split": split["val_split"], "split_seed": split["split_seed"]}
+    return record.split
 
 
 quiet_known_noise()

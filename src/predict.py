@@ -15,12 +15,13 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from src.core.checkpoint import model_from_checkpoint
-from src.core.errors import UserError, one_line_exit
+from src.core.cli import one_line_exit
+from src.core.config import check_all_set
+from src.core.errors import UserError
 from src.core.resolvers import register_resolvers
-from src.mnist.data import MNIST_MEAN, MNIST_STD
-from src.mnist.nets import IMAGE_SIZE as SIDE
-from src.mnist.schema import check_all_set
+from src.mnist.images import IMAGE_SIZE as SIDE
+from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.record import load_trained
 
 DIGIT_BOX = 20
 
@@ -85,7 +86,7 @@ def image_paths(target: Path) -> list[Path]:
 
 def predict(ckpt_path: Path, target: Path) -> list[tuple[Path, int | None, float | None, str]]:
     """(image, digit, probability, note) per image; in a folder, files that are not images get a note instead."""
-    model, _ = model_from_checkpoint(ckpt_path)
+    model = load_trained(ckpt_path).model
     paths = image_paths(target)
     rows = []
     for path in paths:

@@ -16,7 +16,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.core.errors import UserError, check_group_choices, check_new_run_dir, one_line_exit, user_error_in
+from src.core.cli import check_group_choices, check_new_run_dir, one_line_exit
+from src.core.errors import UserError, user_error_in
 from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
 from src.core.rundirs import FAILED_MARK, continues_its_own_run
@@ -69,7 +70,7 @@ if __name__ == "__main__":
     sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     check_group_choices(sys.argv[1:])
     main()
-    # Python's last collections at exit walk every object torch and Lightning made (~1.4 s on a 2-core CPU, which
-    # the speedrun's clock counts): collect the run's garbage now, then leave the rest to the process's end.
+    # Python's last collections at exit walk every object torch and Lightning made (seconds, which the speedrun's
+    # clock counts): collect the run's garbage now, then leave the rest to the process's end.
     gc.collect()
     gc.freeze()

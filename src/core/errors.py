@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-from src.core.rundirs import CONF_DIR, holds_only_hydra_files, remove_what_the_start_wrote
-
 
 class UserError(Exception):
     """A problem the user can fix (bad value, missing data); reported as one line, without a traceback."""
@@ -17,62 +12,3 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     while error is not None and not isinstance(error, UserError):
         error = error.__cause__
     return error
-
-
-def check_new_run_dir(output_dir: Path) -> None:
-    """A run (or eval) writes only into a dir that holds nothing but Hydra's config and logs, never another run's."""
-    if not holds_only_hydra_files(output_dir):
-        raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
-
-
-def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
-    """The `error: ...` exit for a UserError (re-raises anything else: that is a bug to see in full). A run that
-    failed before producing anything leaves its dir as it found it: no dir, or the one that was there."""
-    cause = user_error_in(error)
-    if cause is None:
-        raise error
-    if output_dir is not None:
-        remove_what_the_start_wrote(output_dir)
-    return SystemExit(f"error: {cause}")
-
-
-def group_options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
-
-
-def module_installed(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # not even its parent package (hydra_plugins) is there
-        return False
-
-
-PLUGINS = {  # option → (the Hydra plugin that provides it, its package); all are in the `sweep` extras
-    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
-    "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
-    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
-    "hparams_search=layout": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
-}
-
-
-def check_group_choices(args: list[str]) -> None:
-    """`model=recrod` or `model=record,recrod`: one line naming the bad option and the valid ones, before Hydra's
-    multi-line report; an option whose Hydra plugin is not installed: one line saying how to install it."""
-    for arg in args:
-        group, sep, value = arg.partition("=")
-        group = group.lstrip("+~")
-        module, package = PLUGINS.get(f"{group}={value.strip()}", (None, None))
-        if module and not module_installed(module):
-            raise SystemExit(
-                f"error: {group}={value.strip()} needs the {package} plugin; install the sweep extras with "
-                "`make install` (or pip install -e '.[sweep]')"
-            )
-        if not sep or "." in group or "/" in group or not (CONF_DIR / group).is_dir():
-            continue
-        options = group_options(group)
-        for choice in value.split(","):
-            if choice.strip() and choice.strip() not in options and choice.strip() != "null":
-                raise SystemExit(f"error: {group}={choice.strip()} is not an option; valid: {', '.join(options)}")

@@ -23,20 +23,14 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
-# The dropout_steplr training step alone, fp32 against bf16 autocast, on CPUs without native bf16 (`make bench`, 2
-# threads): an Intel Xeon with AVX-512 but not AVX512-BF16 (1,166 vs 676 img/s), an AMD EPYC with AVX2 (1,332 vs 301).
-EMULATED_BF16_SLOWDOWN = (1166 / 676, 1332 / 301)
-
-
 def emulated_bf16_warning(precision: str, device: str) -> str | None:
     """One line for bf16 asked of a CPU that only emulates it, instead of a run several times slower in silence."""
     if device != "cpu" or not precision.startswith("bf16") or cpu_has_native_bf16():
         return None
-    low, high = EMULATED_BF16_SLOWDOWN
     return (
         f"trainer.precision={precision}: this CPU ({cpu_model()}) has no native bf16 (no AMX or AVX512-BF16), so it "
-        f"is emulated, {low:.1f}-{high:.1f}x slower than 32-true on the CPUs measured; "
-        "trainer.precision=32-true is the fast path here"
+        "is emulated, several times slower than 32-true (docs/speed.md); trainer.precision=32-true is the fast path "
+        "here"
     )
 
 

@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import WeightAveraging  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from src.mnist.data import MNIST_MEAN, MNIST_STD  # noqa: E402
+from src.mnist.images import MNIST_MEAN, MNIST_STD  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,10 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from src.core.errors import UserError
+from src.core.files import replaced_atomically
 from src.mnist.augment import BatchAugment
+from src.mnist.images import MNIST_MEAN, MNIST_STD
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 TRAIN_SIZE = 60_000
 PIPELINES = ("tensor", "torchvision")
 RAW_FILES = (
@@ -36,9 +39,41 @@ RAW_FILES = (
 )
 
 
+OFFICIAL_ARCHIVES = dict(MNIST.resources)  # `<raw file>.gz` → its md5, as most mirrors ship MNIST
+
+
 def missing_raw_files(root: Path) -> list[str]:
     """The MNIST files torchvision needs that are not under `root/MNIST/raw`."""
     return [name for name in RAW_FILES if not (root / "MNIST" / "raw" / name).is_file()]
+
+
+def archives_of(root: Path, names: Sequence[str]) -> dict[str, Path]:
+    """Each raw file's `.gz` where one is, in `root/MNIST/raw` or in `root` itself (a folder of the four archives)."""
+    found = {}
+    for name in names:
+        for folder in (root / "MNIST" / "raw", root):
+            if (folder / f"{name}.gz").is_file():
+                found[name] = folder / f"{name}.gz"
+                break
+    return found
+
+
+def extract_archives(root: Path, checksums: Mapping[str, str] = OFFICIAL_ARCHIVES) -> None:
+    """The missing raw files from their `.gz` archives, each checked against its md5 first, written into
+    `root/MNIST/raw` as new files (nothing there is replaced)."""
+    raw = root / "MNIST" / "raw"
+    for name, archive in archives_of(root, missing_raw_files(root)).items():
+        digest = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
+        if digest != checksums[archive.name]:
+            raise UserError(
+                f"{archive} is not the official MNIST archive: md5 {digest}, expected {checksums[archive.name]}"
+            )
+        raw.mkdir(parents=True, exist_ok=True)
+        try:
+            with gzip.open(archive) as source, replaced_atomically(raw / name) as partial:
+                partial.write_bytes(source.read())
+        except (OSError, EOFError) as error:
+            raise UserError(f"{archive} cannot be extracted into {raw} ({error})") from None
 
 
 def idx_shape(path: Path) -> tuple[int, ...]:
@@ -156,13 +191,16 @@ class MNISTDataModule(pl.LightningDataModule):
         """Use the files if present; otherwise download them, or stop with one line saying how to provide them."""
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"data.root={self.root} is a file; it must be a folder holding MNIST/raw/")
+        extract_archives(self.root)
         missing = missing_raw_files(self.root)
         if not missing:
             check_raw_files(self.root / "MNIST" / "raw")
             return
+        archives = archives_of(self.root, RAW_FILES)
+        seen = f"; of the .gz archives it holds only {', '.join(map(str, archives.values()))}" if archives else ""
         hint = (
-            f"MNIST is not under {self.root}/MNIST/raw (missing {', '.join(missing)}); set DATA_DIR or data.root "
-            "to a folder holding MNIST/raw/ with the four *-ubyte files"
+            f"MNIST is not under {self.root}/MNIST/raw (missing {', '.join(missing)}{seen}); set DATA_DIR or "
+            "data.root to a folder holding MNIST/raw/ with the four *-ubyte files or their four .gz archives"
         )
         if not self.download:
             raise UserError(f"{hint} (data.download=false)")

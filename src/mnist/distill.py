@@ -1,6 +1,7 @@
 """Knowledge distillation (Hinton et al., 2015): the student learns from the labels and from a trained teacher's
 softened outputs on the same augmented batch. The teacher is any checkpoint `src.train` wrote, with no parameter
-limit; it is read as every checkpoint is (`weights_only=True`, its `_target_`s allowlisted)."""
+limit; `src.mnist.record.load_teacher` reads it as every checkpoint is read (`weights_only=True`, its `_target_`s
+allowlisted)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from src.core.checkpoint import model_from_checkpoint, stored_split
 from src.core.errors import UserError
 
 
@@ -17,8 +17,8 @@ class Distillation:
     at temperature T (the T² keeps the soft term's gradients on the labels' scale as T changes).
 
     A plain object, not a submodule: the teacher's weights stay out of the student's parameter count, optimiser,
-    EMA and checkpoints, and a student's checkpoint is evaluated without the teacher. The teacher is loaded when
-    training starts (`load`), so that `src.eval` of a distilled student never reads the teacher's file.
+    EMA and checkpoints, and a student's checkpoint is evaluated without the teacher. The teacher is given when a
+    training run starts (`use_teacher`), so that `src.eval` of a distilled student never reads the teacher's file.
     """
 
     def __init__(self, checkpoint: str, weight: float = 0.5, temperature: float = 4.0) -> None:
@@ -31,25 +31,19 @@ class Distillation:
         self.temperature = temperature
         self.teacher: nn.Module | None = None
 
-    def load(self, device: torch.device, dtype: torch.dtype, val_split: int, split_seed: int) -> None:
-        """Reads the teacher onto the student's device and dtype, refusing one that trained on images this run
-        holds out: a held-out score must come from images neither net has learned from."""
-        teacher, checkpoint = model_from_checkpoint(self.checkpoint, key="distill.checkpoint")
-        if val_split:  # holding nothing out, any teacher's split will do
-            remedy = "train the teacher again with src.train"
-            split = stored_split(checkpoint, self.checkpoint, "distill.checkpoint", remedy)
-            if (split["val_split"], split["split_seed"]) != (val_split, split_seed):
-                raise UserError(
-                    f"distill.checkpoint={self.checkpoint} trained with data.val_split={split['val_split']} "
-                    f"(split_seed {split['split_seed']}), so it has learned from images this run holds out "
-                    f"(data.val_split={val_split}, split_seed {split_seed}); train the teacher with the same split"
-                )
-        self.teacher = teacher.net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    def use_teacher(self, teacher: nn.Module) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Puts the teacher on the student's device and dtype (the student's are known only when training starts)."""
+        if self.teacher is None:
+            raise RuntimeError("Distillation.to before use_teacher: src.mnist.run gives the teacher before fitting")
+        self.teacher = self.teacher.to(device=device, dtype=dtype)
 
     def loss(self, images: torch.Tensor, log_probs: torch.Tensor, label_loss: torch.Tensor) -> torch.Tensor:
         """The student's loss on this batch; the teacher sees the same (augmented) images, without gradients."""
         if self.teacher is None:
-            raise RuntimeError("Distillation.loss before load: MNISTClassifier loads the teacher in on_fit_start")
+            raise RuntimeError("Distillation.loss before use_teacher: src.mnist.run gives the teacher before fitting")
         with torch.no_grad():
             teacher_log_probs = self.teacher(images).float()
         temperature = self.temperature

@@ -13,8 +13,8 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.core.checkpoint import capture_rng_states, restore_rng_states
 from src.core.errors import UserError
+from src.core.rng import capture_rng_states, restore_rng_states
 from src.mnist.distill import Distillation
 from src.mnist.nets import count_parameters
 
@@ -116,8 +116,7 @@ class MNISTClassifier(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.distillation is not None:
-            datamodule = self.trainer.datamodule
-            self.distillation.load(self.device, self.dtype, datamodule.val_split, datamodule.split_seed)
+            self.distillation.to(self.device, self.dtype)
 
     def on_train_start(self) -> None:
         # The sanity-check validation pass must not count towards the best accuracy; a resumed run's earlier epochs do.

@@ -11,8 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from src.core.errors import UserError
-
-IMAGE_SIZE = 28  # every net takes 1×IMAGE_SIZE×IMAGE_SIZE
+from src.mnist.images import IMAGE_SIZE
 
 
 def conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 0) -> nn.Sequential:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 import warnings
@@ -15,12 +14,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from src import start_job_clock
-from src.core.checkpoint import AtomicCheckpointIO, RunConfigInCheckpoint, check_fits, load_checkpoint
+from src.core.checkpoint import AtomicCheckpointIO
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
@@ -29,6 +28,16 @@ from src.core.provenance import provenance
 from src.core.rundirs import UNFINISHED_MARK, continues_its_own_run
 from src.mnist.callbacks import EpochLog
 from src.mnist.module import Diverged, MNISTClassifier
+from src.mnist.record import (
+    ALLOWED_TARGETS,
+    RecordInCheckpoint,
+    RunRecord,
+    Split,
+    check_same_learning,
+    load_teacher,
+    read_checkpoint,
+    resume_checkpoint,
+)
 from src.mnist.schema import validate
 
 log = logging.getLogger(__name__)
@@ -74,110 +83,6 @@ def build_summary(
     }
 
 
-def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
-    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint."""
-    if cfg.ckpt_path:
-        return Path(cfg.ckpt_path).expanduser()
-    if not cfg.resume:
-        return None
-    last = output_dir / UNFINISHED_MARK
-    if not last.is_file():
-        raise UserError(
-            f"resume=true found no unfinished {cfg.run_name} run under {cfg.runs_dir} (a run dir with {UNFINISHED_MARK}"
-            " and no summary.json); pass ckpt_path=... or start a new run without resume=true"
-        )
-    return last
-
-
-def run_config(cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild its model without the run dir (the resolved model node, recipe, seed),
-    its net and the `model.net` settings that rebuild it (named when it is loaded into another net: a layout
-    search's net is built from its shape, not from widths), and which training images it learned from (what
-    distillation checks of a teacher), and every setting that decides what it learns (what a resumed run checks)."""
-    split = {"val_split": cfg.data.val_split, "split_seed": cfg.data.split_seed}
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    net_record = {"class": type(net).__name__, "settings": getattr(net, "settings", {})}  # published nets: none
-    return {"recipe": cfg.recipe, "seed": cfg.seed, "model": model, "net": net_record, "data": split,
-            "learning": learning_settings(cfg)}  # fmt: skip
-
-
-# Settings that change where files are, how fast a run goes or how it is evaluated, not what it learns:
-# `model.optimizer` and `model.scheduler` repeat `optimizer` and `scheduler`, compared under the names a command line
-# gives them; `optimizer.foreach` gives the same numbers; `model.max_params` is a size check.
-NOT_LEARNING = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size", "model.compile_mode",
-                "model.channels_last", "model.optimizer", "model.scheduler", "model.test_time_shifts",
-                "model.max_params", "model.distillation.checkpoint", "optimizer.foreach")  # fmt: skip
-TRAINER_LEARNING = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "gradient_clip_val")
-
-
-def learning_settings(cfg: DictConfig) -> dict[str, dict[str, str]]:
-    """The resolved settings that decide what a run learns, by the paths a command line gives them, each value as
-    compact JSON, grouped by the config node they come from (`{"data.batch_size": {"data.batch_size": "32"},
-    "scheduler": {"scheduler.interval": "\"step\"", ...}}`): what a resumed run must share with its start, as a
-    recipe file may have changed in between. Strings, so that a checkpoint's `_target_` check sees none of the
-    augmentation's classes in them (they are compared, never instantiated)."""
-    nodes = {
-        "seed": cfg.seed,
-        **{f"trainer.{key}": cfg.trainer.get(key) for key in TRAINER_LEARNING},
-        "optimizer": cfg.optimizer,
-        "scheduler": cfg.scheduler,
-        "callbacks.ema": cfg.callbacks.get("ema"),
-        **{f"model.{key}": value for key, value in cfg.model.items()},
-        **{f"data.{key}": value for key, value in cfg.data.items()},
-    }
-    settings = {}
-    for path, node in nodes.items():
-        if path in NOT_LEARNING:
-            continue
-        value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
-        leaves = {key: json.dumps(leaf, separators=(",", ":")) for key, leaf in flattened(value, path).items()}
-        settings[path] = {key: leaf for key, leaf in leaves.items() if key not in NOT_LEARNING}
-    return settings
-
-
-def flattened(tree: Any, path: str) -> dict[str, Any]:
-    """{"batch_size": 32} under "data" as {"data.batch_size": 32}; lists are values, as a command line gives them."""
-    if not isinstance(tree, dict) or not tree:
-        return {path: tree}
-    return {key: value for name, child in tree.items() for key, value in flattened(child, f"{path}.{name}").items()}
-
-
-def learning_changes(saved: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
-    """`name=started (now current)` for each setting that differs, JSON values compared as values (0 is 0.0). A node
-    one side lacks is not compared, nor a setting the start lacks that is now off (0, false, null, empty): both were
-    added to the project since, and a key added to a recipe must default to what runs did before it (off); otherwise,
-    within a node, a setting one side lacks is null there (a scheduler switched off, another optimiser)."""
-    changes = []
-    for node in sorted(saved.keys() & current.keys()):
-        before, now = saved[node], current[node]
-        for key in sorted(before.keys() | now.keys()):
-            old, new = (json.loads(side.get(key, "null")) for side in (before, now))
-            if key not in before:  # added to the project since the start: a change only where switched on
-                if new not in (0, None, "", [], {}):
-                    changes.append(f"{key} unset, i.e. off (now {as_override(new)})")
-            elif old != new:
-                changes.append(f"{key}={as_override(old)} (now {as_override(new)})")
-    return changes
-
-
-def as_override(value: Any) -> str:
-    """A value as a command line writes it: `step`, not `"step"`."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def check_same_learning(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path) -> None:
-    """A run continued in its own dir learns as it started, or stops in one line naming what changed (checkpoints
-    from before December 2026 hold no settings to compare)."""
-    saved = (checkpoint.get("run_config") or {}).get("learning")
-    changes = learning_changes(saved, learning_settings(cfg)) if saved else []
-    if changes:
-        raise UserError(
-            f"the run in {run_dir} started with {'; '.join(changes)}: resume it under those settings (its first "
-            f"command's overrides are in {run_dir / '.hydra' / 'overrides.yaml'}, and a recipe file edited since "
-            "must be restored), or start a new run"
-        )
-
-
 def configured_callbacks(cfg: DictConfig) -> list[Callback]:
     """`callbacks` less those the trainer's settings leave nothing to do: Lightning refuses a progress-bar callback
     with the bar switched off, and without validation (`trainer.limit_val_batches=0`) a checkpoint chosen by a
@@ -207,24 +112,29 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     job_start = start_job_clock()  # before data loading: the `fast` goal counts it
     validate(cfg)
     checkpoint_path = resume_checkpoint(cfg, output_dir)
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    checkpoint, record = read_checkpoint(checkpoint_path) if checkpoint_path is not None else (None, None)
     continues_own_run = continues_its_own_run(checkpoint_path, output_dir)
     if continues_own_run:
-        check_same_learning(checkpoint, cfg, output_dir)
+        check_same_learning(record, cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # fail in the first second, not after the model and trainer are built
     model = instantiate(cfg.model)
     log.info("recipe %s: %s has %s parameters", cfg.recipe, net_description(model.net), f"{model.num_params:,}")
-    if checkpoint is not None:
-        check_fits(copy.deepcopy(model), checkpoint, checkpoint_path)
+    if record is not None:
+        record.load_weights(copy.deepcopy(model), checkpoint["state_dict"], checkpoint_path, "ckpt_path")
         log.info("continuing from %s", checkpoint_path)
+    if model.distillation is not None:
+        split = Split(datamodule.val_split, datamodule.split_seed)
+        model.distillation.use_teacher(load_teacher(model.distillation.checkpoint, split))
 
     epoch_log = EpochLog(job_start)
-    callbacks = [*configured_callbacks(cfg), epoch_log, RunConfigInCheckpoint(run_config(cfg, model.net))]
+    callbacks = [*configured_callbacks(cfg), epoch_log, RecordInCheckpoint(RunRecord.of_run(cfg, model.net))]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO(ALLOWED_TARGETS)]
+    )
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and relaunches_the_command(trainer):
         raise UserError(

@@ -3,13 +3,13 @@ value is one line instead of a traceback from deep inside torch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
+from src.core.config import check_all_set
 from src.core.errors import UserError
 
 
@@ -67,25 +67,6 @@ class RunSchema:
         for name, (ok, rule) in rules.items():
             if not ok:
                 raise UserError(f"{self.PATHS[name]}={getattr(self, name)} {rule}")
-
-
-def unset_values(node: DictConfig | ListConfig, path: str = "") -> Iterator[str]:
-    """The config paths left at `???`, found without resolving interpolations (one that points at a `???` would
-    raise OmegaConf's multi-line error, which is what this check replaces)."""
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
-    for key in keys:
-        name = f"{path}.{key}" if path else str(key)
-        if OmegaConf.is_missing(node, key):
-            yield name
-        elif not OmegaConf.is_interpolation(node, key) and OmegaConf.is_config(child := node[key]):
-            yield from unset_values(child, name)
-
-
-def check_all_set(cfg: DictConfig) -> None:
-    """One line for the first value the config leaves to the user (`???`), e.g. `ckpt_path` of `src.eval`."""
-    unset = next(unset_values(cfg), None)
-    if unset is not None:
-        raise UserError(f"{unset} has no value (??? in the config); give one on the command line: {unset}=...")
 
 
 def validate(cfg: DictConfig) -> None:
