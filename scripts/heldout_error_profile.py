@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from heldout import held_out_batches, held_out_data, parser
 
-from src.core.checkpoint import model_from_checkpoint
-from src.mnist.data import MNIST_MEAN, MNIST_STD
+from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.record import load_trained
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images, labels = held_out_batches(datamodule)
     val_probs, runs = [], {}
     for path in args.ckpts:
-        model, _ = model_from_checkpoint(path)
+        model = load_trained(path).model
         with torch.inference_mode():  # held out, with the recipe's shifts
             val_probs.append(torch.cat([model(batch).exp() for batch in images]))
             correct = nll = 0.0  # the plain training images, as the net sees them

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from heldout import held_out_batches, held_out_data, parser
 
-from src.core.checkpoint import model_from_checkpoint
+from src.mnist.record import load_trained
 
 STRAIGHT1 = [[1, 0], [-1, 0], [0, 1], [0, -1]]
 DIAGONAL1 = [[1, 1], [1, -1], [-1, 1], [-1, -1]]
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     for path in args.ckpts:
         results[path] = {}
         for name in names:
-            model, _ = model_from_checkpoint(path, model_overrides={"test_time_shifts": SETS[name]})
+            model = load_trained(path, model_overrides={"test_time_shifts": SETS[name]}).model
             with torch.inference_mode():
                 predicted = torch.cat([model(batch).argmax(1) for batch in images])
             results[path][name] = 100 * (predicted == labels).float().mean().item()

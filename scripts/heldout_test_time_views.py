@@ -20,8 +20,8 @@ import torch
 from heldout import held_out_data, parser
 from torch.nn import functional as F
 
-from src.core.checkpoint import model_from_checkpoint
-from src.mnist.data import MNIST_MEAN, MNIST_STD
+from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.record import load_trained
 
 BACKGROUND = -MNIST_MEAN / MNIST_STD  # a blank pixel, normalised
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     command.add_argument("--degrees", type=float, default=5.0, help="the rotated views: ±DEGREES (default 5)")
     command.add_argument("--scales", type=float, nargs=2, default=[0.92, 1.08], help="the scaled views")
     args = command.parse_args(argv)
-    model, _ = model_from_checkpoint(args.ckpts[0])
+    model = load_trained(args.ckpts[0]).model
     datamodule = held_out_data(args)
 
     def accuracy(views) -> float:  # probabilities averaged over the image, the recipe's shifts and `views`
