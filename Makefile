@@ -67,8 +67,8 @@ test: install  ## run the test suite (real-data tests run when DATA_DIR holds MN
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 lint: install  ## ruff check and format check
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 
 tensorboard: install  ## browse every run and multirun job under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
