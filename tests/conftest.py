@@ -36,6 +36,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("filterwarnings", f"ignore:{message}::{module}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests (new interpreters, real MNIST) spread evenly over the run, in their order, instead of one after
+    another as the folders list them (most are command-line contracts, in tests/cli/): pytest-xdist starts each
+    worker on its own stretch of this order, so each gets its share of them."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    if slow and fast:
+        place = {id(item): index / len(fast) for index, item in enumerate(fast)}
+        place |= {id(item): (index + 0.5) / len(slow) for index, item in enumerate(slow)}
+        items.sort(key=lambda item: place[id(item)])
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root in torchvision's layout (MNIST/raw/*-ubyte) with 320 train and 160 test images (`tiny_digits`)."""
