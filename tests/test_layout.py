@@ -1,13 +1,29 @@
-"""The layout shows the architecture: no import circles, the tasks apart from each other, plumbing apart from both."""
+"""The layout shows the architecture: no import circles, the tasks apart from each other, plumbing apart from both,
+and the tests filed like the code they check.
+
+A module depends on another by an `import` statement (anywhere in the file, lazy imports inside functions too), by
+`importlib.import_module(...)` or `__import__(...)` of a constant name, and by a string constant naming it: a
+`_target_` Hydra instantiates or an allowlist entry ("src.mnist.module.MNISTClassifier", "src.mnist.nets.") loads
+that module as surely as an import does."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SRC = REPO / "src"
+TESTS = REPO / "tests"
+# What each room must not know: core/ serves both tasks and knows neither; the two tasks do not know each other.
+FORBIDDEN = {"src.core": ("src.mnist", "src.backprop"), "src.mnist": ("src.backprop",), "src.backprop": ("src.mnist",)}
+TASKS = ("src.mnist", "src.backprop")
+# Test files that check something other than the one src/ module their name would give.
+NOT_NAMED_AFTER_A_MODULE = {
+    "tests/mnist/test_recipes.py": "the composed recipes of conf/model/",
+    "tests/cli/test_scale_out.py": "DDP, the launchers and the Optuna search, through src.train",
+    "tests/cli/test_real_data.py": "src.train, src.eval and src.predict on the real MNIST files",
+}
 
 
 def module_name(path: Path) -> str:
@@ -15,21 +31,58 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def in_package(name: str, package: str) -> bool:
+    """`name` is `package` or below it (a module, an attribute, or a prefix such as "src.mnist.nets.")."""
+    return name == package or name.startswith(package + ".")
+
+
+def imported(tree: ast.AST) -> set[str]:
+    """The dotted names a module imports: `import` statements, and `import_module`/`__import__` of a constant."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            function = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if function in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+    return names
+
+
+def named(tree: ast.AST) -> set[str]:
+    """The string constants (docstrings aside) that name a task's module, or something in it: dependencies that no
+    import statement shows."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+        and any(in_package(node.value, task) for task in TASKS)
+    }  # fmt: skip
+
+
+def dependencies(source: str) -> set[str]:
+    """Every dotted name a module's source depends on: what it imports and what its strings name."""
+    tree = ast.parse(source)
+    return imported(tree) | named(tree)
+
+
 def imports() -> dict[str, set[str]]:
     """Module → the project modules it imports, anywhere in the file (lazy imports inside functions too)."""
     modules = {module_name(path): path for path in SRC.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                candidates = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            elif isinstance(node, ast.Import):
-                candidates = [alias.name for alias in node.names]
-            else:
-                continue
-            found |= {candidate for candidate in candidates if candidate in modules and candidate != name}
-        graph[name] = found - {"src"}
+        found = imported(ast.parse(path.read_text()))
+        graph[name] = {candidate for candidate in found if candidate in modules and candidate != name} - {"src"}
     return graph
 
 
@@ -51,6 +104,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def crossings(module: str, names: set[str]) -> set[str]:
+    """The names `module` depends on that its room must not know."""
+    forbidden = next((tasks for room, tasks in FORBIDDEN.items() if in_package(module, room)), ())
+    return {name for name in names if any(in_package(name, task) for task in forbidden)}
+
+
 def test_no_import_circles() -> None:
     graph = imports()
     assert len(graph) > 20 and graph["src.train"]  # the scan sees the project
@@ -62,11 +121,44 @@ def test_the_cycle_check_finds_a_circle() -> None:
 
 
 def test_tasks_and_plumbing_stay_in_their_rooms() -> None:
-    """core/ serves both tasks and knows neither; the two tasks do not know each other."""
-    for module, targets in imports().items():
-        if module.startswith("src.core"):
-            assert not {t for t in targets if t.startswith(("src.mnist", "src.backprop"))}, module
-        if module.startswith("src.backprop"):
-            assert not {t for t in targets if t.startswith("src.mnist")}, module
-        if module.startswith("src.mnist"):
-            assert not {t for t in targets if t.startswith("src.backprop")}, module
+    """core/ serves both tasks and knows neither, not even by name; the two tasks do not know each other."""
+    scanned = {module_name(path): dependencies(path.read_text()) for path in SRC.rglob("*.py")}
+    assert scanned["src.train"] >= {"src.core.errors"}  # the scan sees the project
+    found = {module: sorted(crossings(module, names)) for module, names in scanned.items()}
+    assert {module: names for module, names in found.items() if names} == {}
+
+
+def test_the_room_check_finds_a_task_named_in_a_string_or_imported_by_name() -> None:
+    """What a module of core/ may not hold: an allowlist of a task's classes or of its modules' prefixes, and an
+    import by importlib or __import__; a docstring that mentions a task, and other strings, are not dependencies."""
+    source = '''"""src.mnist.nets holds the nets: a docstring, not a dependency."""
+import importlib
+from importlib import import_module
+
+ALLOWED = ("src.mnist.module.MNISTClassifier", "torch.optim.SGD")
+MODULES = ("src.mnist.nets.",)
+
+
+def load(name: str):
+    """src.backprop's runner, in a docstring."""
+    return importlib.import_module("src.backprop.network"), import_module(name), __import__("src.mnist.data"), "src."
+'''
+    expected = {"src.mnist.module.MNISTClassifier", "src.mnist.nets.", "src.backprop.network", "src.mnist.data"}
+    assert crossings("src.core.loader", dependencies(source)) == expected
+    assert crossings("src.backprop.runs", dependencies(source)) == expected - {"src.backprop.network"}
+    assert crossings("src.train", dependencies(source)) == set()
+
+
+def test_tests_are_filed_like_the_code_they_check() -> None:
+    """tests/core/test_X.py checks src/core/X.py, tests/mnist/ src/mnist/, tests/backprop/ src/backprop/, and
+    tests/cli/test_X.py the entry point src/X.py; the few that check something else say what."""
+    misfiled = []
+    for room, code in (("core", "core"), ("mnist", "mnist"), ("backprop", "backprop"), ("cli", ".")):
+        for path in sorted((TESTS / room).glob("test_*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            checked = SRC / code / f"{path.stem.removeprefix('test_')}.py"
+            if not checked.is_file() and relative not in NOT_NAMED_AFTER_A_MODULE:
+                misfiled.append(relative)
+    assert misfiled == []
+    assert all((TESTS / room / "__init__.py").is_file() for room in ("core", "mnist", "backprop", "cli"))
+    assert sorted(path.name for path in TESTS.glob("test_*.py")) == ["test_layout.py"], "tests sit in their room"

@@ -3,12 +3,13 @@
 The errors run the real entry point inside this process (`cli_in_process`); one subprocess test checks what only a
 new interpreter shows: the exit status and that stderr is that one line."""
 
+from __future__ import annotations
+
 import json
 import re
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,15 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import src
-from src.core.errors import UserError
-from src.mnist.data import MNISTDataModule
-from src.mnist.schema import validate
-from tests.conftest import (
+from tests.helpers import (
+    BAD_VALUES,
     REPO,
     TINY_RUN,
     TINY_TEST,
+    broken_copy,
     cli_in_process,
-    compose_task,
+    compose_train,
+    recipe_params,
     run_cli,
     train_in_process,
 )
@@ -60,8 +61,9 @@ def one_cycle_lrs(peak: float, total_steps: int, at_steps: list[int]) -> list[fl
 
 def test_run_writes_a_complete_summary_of_a_run_that_learned(trained_run: Path) -> None:
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert set(summary) >= SUMMARY_KEYS  # the provenance keys beside them: tests/test_provenance.py
-    assert (summary["recipe"], summary["params"], summary["seed"], summary["epochs"]) == ("record", 7_878, 1, 2)
+    assert set(summary) >= SUMMARY_KEYS  # the provenance keys beside them: tests/core/test_provenance.py
+    params = recipe_params("record")
+    assert (summary["recipe"], summary["params"], summary["seed"], summary["epochs"]) == ("record", params, 1, 2)
     rows = summary["per_epoch"]
     assert [row["epoch"] for row in rows] == [1, 2] and all(set(row) == EPOCH_KEYS for row in rows)
     # The one-cycle schedule got the run's length: 320 images / batch 8 = 40 steps per epoch, 80 in all.
@@ -84,8 +86,9 @@ def test_run_keeps_its_checkpoints_and_prints_its_lines(trained_run: Path) -> No
     assert int(epoch) + 1 == summary["best_epoch"]
     assert float(val_acc) == pytest.approx(summary["best_val_acc"] / 100, abs=1e-4)
     log = (trained_run / "train.log").read_text()
-    net = "CompactGapNet(stem=[10, 16], squeeze=10, body=[16, 48, 50], separable=2)"
-    assert f"recipe record: {net} has 7,878 parameters" in log
+    widths = compose_train("model=record").model.net  # conf/model/record.yaml's
+    net = "CompactGapNet(stem={stem}, squeeze={squeeze}, body={body}, separable={separable})".format(**widths)
+    assert f"recipe record: {net} has {recipe_params('record'):,} parameters" in log
     assert summary["net"] == net
     assert "epoch 1/2 | train loss" in log and "epoch 2/2 | train loss" in log
     assert f"test acc {summary['test_acc']:.2f}% (EMA weights)" in log
@@ -100,7 +103,7 @@ def test_tensorboard_events_hold_metrics_and_figures(trained_run: Path) -> None:
     assert [round(100 * value, 4) for value in val_acc] == [row["val_acc"] for row in summary["per_epoch"]]
     assert round(100 * events.Scalars("test/acc")[-1].value, 4) == summary["test_acc"]
     assert {"train/augmented_batch", "test/confusion_matrix"} <= set(events.Tags()["images"])
-    # The grid of misclassified digits is there exactly when some were (its content: test_callbacks).
+    # The grid of misclassified digits is there exactly when some were (its content: tests/mnist/test_callbacks.py).
     assert ("test/misclassified" in events.Tags()["images"]) == (summary["test_acc"] < 100)
 
 
@@ -126,27 +129,6 @@ def test_a_held_out_run_without_test_logs_its_final_figures_and_eval_scores_it_a
     assert "test_acc" not in evaluated
 
 
-def test_a_run_that_evaluates_nothing_says_so(tiny_mnist: Path, tmp_path: Path) -> None:
-    """test=false and no validation epoch (the speedrun's schedule on a held-out split): a line, not a logging error,
-    and no warning that the best checkpoint's `val/acc` is missing (that checkpoint is left out)."""
-    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=1", "trainer.limit_val_batches=0", "test=false")
-    with warnings.catch_warnings(record=True) as caught:
-        summary = train_in_process(*overrides, "optimized_metric=val_acc", run_dir=tmp_path, data_dir=tiny_mnist)
-    assert summary["val_acc"] is None and summary["test_acc"] is None
-    assert "nothing evaluated (test=false, no validation epoch)" in (tmp_path / "train.log").read_text()
-    assert not [warning for warning in caught if "monitored key" in str(warning.message)]
-
-
-def test_an_epoch_without_validation_reports_none_not_the_last_figures(tiny_mnist: Path, tmp_path: Path) -> None:
-    """trainer.check_val_every_n_epoch=2: epochs 1 and 3 have no held-out figures of their own (epoch 3 must not
-    repeat epoch 2's), so the summary's final val_acc is None and its best epoch is 2."""
-    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=3", "trainer.limit_train_batches=2", "test=false",
-                 "optimized_metric=best_val_acc", "trainer.check_val_every_n_epoch=2")  # fmt: skip
-    summary = train_in_process(*overrides, run_dir=tmp_path, data_dir=tiny_mnist)
-    assert [row["val_acc"] is None for row in summary["per_epoch"]] == [True, False, True]
-    assert summary["val_acc"] is None and summary["best_epoch"] == 2
-
-
 def test_multirun_leaves_one_dir_per_job_and_the_seed_table(
     tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,46 +147,8 @@ def test_multirun_leaves_one_dir_per_job_and_the_seed_table(
     assert summaries[0]["per_epoch"][-1]["since_start"] >= 10, "the first job counts the process's start-up"
     assert summaries[1]["per_epoch"][0]["since_start"] < 10, "job 2's clock must not include the start-up or job 1"
     table = (tmp_path / "results.md").read_text()  # written by the sweep-end report
-    assert "| baseline | 9,186 | 1 | 1 |" in table and "| sequential_avgpool | 12,234 | 1 | 1 |" in table
-
-
-BAD_VALUES = [
-    ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
-    ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid float"),
-    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
-    ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
-    ("seed=-1", "seed=-1 must be in [0, 4294967295] (the range numpy's generator takes)"),
-    ("model.net.dropout=1.0", "model.net.dropout=1.0 must be in [0, 1)"),
-    ("model.net.dropout=-0.1", "model.net.dropout=-0.1 must be in [0, 1)"),
-    ("model.label_smoothing=1", "model.label_smoothing=1.0 must be in [0, 1)"),
-    ("model=record callbacks.ema.decay=1", "callbacks.ema.decay=1.0 must be in (0, 1)"),
-    ("data.val_split=abc", "data.val_split='abc' is not a valid int"),
-    ("data.val_split=1.5", "data.val_split=1.5 is not a valid int"),
-    ("distill=teacher distill.checkpoint=t.ckpt distill.weight=abc", "distill.weight='abc' is not a valid float"),
-    (
-        "model=tiny trainer.max_steps=100",
-        "data.unaugmented_last_epochs=4 counts back from trainer.max_epochs, and trainer.max_steps=100 may stop "
-        "the run before those epochs; set data.unaugmented_last_epochs=0 or trainer.max_steps=-1",
-    ),
-    ("optimized_metric=test_loss", "optimized_metric='test_loss' is not one of test_acc, val_acc, best_val_acc"),
-    (
-        "optimized_metric=val_acc trainer.max_epochs=3 trainer.check_val_every_n_epoch=2",
-        "optimized_metric='val_acc' is the last epoch's, and trainer.check_val_every_n_epoch=2 does not validate the "
-        "last of trainer.max_epochs=3; use a max_epochs divisible by it, or best_val_acc",
-    ),
-    ("test=false", "optimized_metric='test_acc' needs test=true; with test=false use val_acc or best_val_acc"),
-    (
-        "distill=teacher",
-        "distill.checkpoint has no value (??? in the config); give one on the command line: distill.checkpoint=...",
-    ),
-]
-
-
-@pytest.mark.parametrize(("override", "message"), BAD_VALUES)
-def test_schema_names_each_bad_value_and_what_is_valid(override: str, message: str) -> None:
-    with pytest.raises(UserError) as raised:
-        validate(compose_task(*override.split()))
-    assert str(raised.value) == message
+    assert f"| baseline | {recipe_params('baseline'):,} | 1 | 1 |" in table
+    assert f"| sequential_avgpool | {recipe_params('sequential_avgpool'):,} | 1 | 1 |" in table
 
 
 @pytest.mark.slow
@@ -220,7 +164,8 @@ def test_bad_value_stops_the_cli_in_one_line_before_anything_is_built(tiny_mnist
 def test_over_budget_net_stops_before_training(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
     error = cli_in_process("src.train", "model=baseline", "model.max_params=9000", f"hydra.run.dir={tmp_path / 'run'}",
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error == "error: BatchNormGapNet has 9,186 parameters, at or over model.max_params=9,000"
+    params = recipe_params("baseline")
+    assert error == f"error: BatchNormGapNet has {params:,} parameters, at or over model.max_params=9,000"
     assert not (tmp_path / "run").exists()
 
 
@@ -245,35 +190,6 @@ def test_absent_data_offline_stops_with_one_line(tmp_path: Path, monkeypatch: py
     for fragment in (f"not under {empty_root}/MNIST/raw", "DATA_DIR or data.root", "download failed"):
         assert fragment in error
     assert not (tmp_path / "run").exists()
-
-
-def broken_copy(tiny_mnist: Path, tmp_path: Path, name: str, content: bytes) -> Path:
-    root = tmp_path / "broken"
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for path in (tiny_mnist / "MNIST" / "raw").iterdir():
-        (raw / path.name).write_bytes(content if path.name == name else path.read_bytes())
-    return root
-
-
-@pytest.mark.parametrize(
-    ("mangle", "message"),
-    [
-        (
-            lambda data: b"\x00\x00\x08\x01" + data[4:],
-            "is not an MNIST IDX file: magic number 0x00000801, expected 0x00000803",
-        ),
-        (lambda data: data[:-100], "is truncated or corrupt"),
-        (lambda data: b"", "is not an MNIST IDX file: magic number none (file too short)"),
-    ],
-)
-def test_corrupt_idx_files_are_named_in_one_line(tiny_mnist: Path, tmp_path: Path, mangle, message: str) -> None:
-    name = "train-images-idx3-ubyte"
-    root = broken_copy(tiny_mnist, tmp_path, name, mangle((tiny_mnist / "MNIST" / "raw" / name).read_bytes()))
-    with pytest.raises(UserError) as raised:
-        MNISTDataModule(root=str(root), download=False).prepare_data()
-    assert str(raised.value).startswith(f"{root.resolve()}/MNIST/raw/{name} ")
-    assert message in str(raised.value)
 
 
 def test_corrupt_idx_file_stops_the_cli_in_one_line(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
@@ -308,3 +224,29 @@ def test_one_cycle_over_too_few_steps_stops_in_one_line(tiny_mnist: Path, tmp_pa
     assert error is not None and error.startswith("error: OneCycleLR cannot schedule a run of 4 optimizer steps")
     assert "trainer.max_epochs" in error
     assert not (tmp_path / "run").exists()
+
+
+def test_cfg_job_prints_the_composed_config(
+    tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hydra's flag, through the entry point's own argument handling (in this process: it starts nothing)."""
+    assert cli_in_process("src.train", "model=dropout_steplr", "--cfg", "job", data_dir=tiny_mnist,
+                          monkeypatch=monkeypatch) is None  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "recipe: dropout_steplr" in printed
+    assert "_target_: src.mnist.nets.DropoutGapNet" in printed
+    assert "hydra" not in [line.split(":")[0] for line in printed.splitlines()], "the job's config only"
+
+
+@pytest.mark.parametrize("continue_it", ["resume=true", "ckpt_path=any.ckpt"])
+def test_continuing_a_run_inside_a_multirun_is_one_line(
+    continue_it: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A continued run writes into its own dir, which a sweep's job dirs cannot be: refused before anything is built."""
+    error = cli_in_process("src.train", "-m", continue_it, *TINY_RUN, f"hydra.sweep.dir={tmp_path}",
+                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
+    assert error == (
+        "error: 1 of 1 jobs failed: 0_dropout_steplr_seed1 (error: resume=true and ckpt_path continue one run; run "
+        "them without -m)"
+    )
+    assert not (tmp_path / "0_dropout_steplr_seed1" / "checkpoints").exists()

@@ -11,7 +11,7 @@ import pytest
 from src.bench import main as bench_main
 from src.bench import run_checked
 from src.core.hardware import cpu_has_native_bf16
-from tests.conftest import TINY_TEST
+from tests.helpers import TINY_TEST
 
 
 @pytest.mark.slow

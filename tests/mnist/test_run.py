@@ -1,10 +1,11 @@
-"""Runs that are hard to lose: kill-and-resume, atomic checkpoints, failed multirun jobs, divergence, unique dirs."""
+"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume to the uninterrupted result, a resume under changed
+settings refused, divergence stopped with the last good checkpoint kept; what a run that evaluates nothing reports;
+the strategies a multirun cannot run."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -14,12 +15,11 @@ import warnings
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 
-from src.core.checkpoint import AtomicCheckpointIO, settings_with_defaults
-from src.mnist.run import learning_changes
-from tests.conftest import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, compose_train, train_in_process
+from src.mnist.run import learning_changes, relaunches_the_command
+from tests.helpers import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, train_in_process
 
 DETERMINISTIC = (
     "model=dropout_steplr",  # dropout, augmentation and an epoch-stepped StepLR: every kind of state to restore
@@ -95,34 +95,6 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert len(list((run_dir / ".hydra").glob("*/config.yaml"))) == 1, "the resumed run's config sits beside it"
 
 
-def test_a_resumed_run_keeps_the_best_validation_accuracy_so_far() -> None:
-    """`val/acc_best` is a metric, kept outside the state_dict: the checkpoint carries it, so a resumed run's curve
-    goes on from the best epoch before the interruption instead of starting again from its first epoch."""
-    before, after = (instantiate(compose_train("model=tiny").model) for _ in range(2))
-    before.val_acc_best(torch.tensor(0.981))
-    before.val_acc_best(torch.tensor(0.975))
-    checkpoint: dict = {}
-    before.on_save_checkpoint(checkpoint)
-    after.on_load_checkpoint(checkpoint)
-    after.on_train_start()
-    after.val_acc_best(torch.tensor(0.97))
-    assert after.val_acc_best.compute().item() == pytest.approx(0.981)
-
-
-@pytest.mark.parametrize("continue_it", ["resume=true", "ckpt_path=any.ckpt"])
-def test_continuing_a_run_inside_a_multirun_is_one_line(
-    continue_it: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A continued run writes into its own dir, which a sweep's job dirs cannot be: refused before anything is built."""
-    error = cli_in_process("src.train", "-m", continue_it, *TINY_RUN, f"hydra.sweep.dir={tmp_path}",
-                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error == (
-        "error: 1 of 1 jobs failed: 0_dropout_steplr_seed1 (error: resume=true and ckpt_path continue one run; run "
-        "them without -m)"
-    )
-    assert not (tmp_path / "0_dropout_steplr_seed1" / "checkpoints").exists()
-
-
 def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
     error = cli_in_process("src.train", *TINY_RUN, f"runs_dir={tmp_path}", "resume=true", data_dir=tiny_mnist,
                            monkeypatch=monkeypatch)  # fmt: skip
@@ -174,82 +146,6 @@ def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_o
     assert learning_changes(saved, switched_on) == ["model.net.separable unset, i.e. off (now 2)"]
 
 
-@pytest.mark.parametrize(("net", "run"), [("model=dropout_steplr", "DropoutGapNet"),
-                                         ("model.net.body=[14,16,18]", "CompactGapNet"),
-                                         ("model.net.separable=3", "CompactGapNet")])  # fmt: skip
-def test_checkpoint_of_another_net_is_refused_in_one_line(
-    net: str, run: str, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
-) -> None:
-    """Another recipe's net, or the same recipe's with other widths (a layout search's trial) or other separable
-    convs (`record`'s last two are; a trial's may be all, or none): the line names every setting that rebuilds the
-    checkpoint's."""
-    ckpt = trained_run / "checkpoints" / "last.ckpt"
-    error = cli_in_process("src.train", "model=record", net, *TINY_RUN, f"ckpt_path={ckpt}",
-                           f"runs_dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error == (
-        f"error: ckpt_path={ckpt} does not fit this run's {run}: it holds recipe record's CompactGapNet; "
-        "use model=record model.net.stem=[10,16] model.net.squeeze=10 model.net.body=[16,48,50] model.net.separable=2"
-    )
-    assert list(tmp_path.iterdir()) == [], "a failed start leaves no run dir"
-
-
-def test_checkpoint_from_before_the_widths_were_stored_names_its_recipe(
-    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
-) -> None:
-    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
-    del checkpoint["run_config"]["net"]
-    ckpt = tmp_path / "old.ckpt"
-    torch.save(checkpoint, ckpt)
-    error = cli_in_process("src.train", "model=dropout_steplr", *TINY_RUN, f"ckpt_path={ckpt}",
-                           f"runs_dir={tmp_path / 'runs'}", data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error == (
-        f"error: ckpt_path={ckpt} does not fit this run's DropoutGapNet: it holds recipe record's CompactGapNet; "
-        "use model=record"
-    )
-    assert not any((tmp_path / "runs").glob("*")), "a failed start leaves no run dir"
-
-
-def test_a_hint_names_the_settings_a_checkpoint_predates_at_their_defaults() -> None:
-    """A checkpoint from before `separable` existed held a full-conv net: its hint must say so, or following it under
-    `tiny` (separable now) builds another net and is refused again."""
-    stored = {"stem": [8, 10], "squeeze": 8, "body": [10, 10, 12]}
-    assert settings_with_defaults("src.mnist.nets.CompactGapNet", stored) == {**stored, "separable": 0}
-    no_body = {"stem": [8, 10], "squeeze": 8}
-    assert settings_with_defaults("src.mnist.nets.CompactGapNet", no_body) == no_body, "no such net: as stored"
-
-
-def test_checkpoints_are_replaced_atomically(tmp_path: Path) -> None:
-    target = tmp_path / "last.ckpt"
-    io = AtomicCheckpointIO()
-    io.save_checkpoint({"weights": torch.ones(3)}, target)
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        io.save_checkpoint({"weights": torch.zeros(3), "broken": Unpicklable()}, target)
-    assert torch.equal(torch.load(target)["weights"], torch.ones(3)), "the previous checkpoint is intact"
-    assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"], "no partial file is left behind"
-
-
-def test_failed_job_does_not_stop_the_multirun(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
-    error = cli_in_process(
-        "src.train", "-m", "optimizer.lr=-1,0.01", *TINY_RUN, "trainer.max_epochs=1", "logger=none",
-        f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist, monkeypatch=monkeypatch,
-    )  # fmt: skip
-    assert (tmp_path / "1_dropout_steplr_seed1" / "summary.json").is_file(), "the good job ran after the failed one"
-    assert (tmp_path / "0_dropout_steplr_seed1" / "FAILED").read_text() == "error: optimizer.lr=-1.0 must be > 0\n"
-    assert (tmp_path / "results.md").is_file()
-    assert error == "error: 1 of 2 jobs failed: 0_dropout_steplr_seed1 (error: optimizer.lr=-1.0 must be > 0)"
-    # Another multirun into the same dir (as a search's next session is) answers for its own jobs only.
-    error = cli_in_process(
-        "src.train", "-m", "seed=2", *TINY_RUN, "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={tmp_path}",
-        data_dir=tiny_mnist, monkeypatch=monkeypatch,
-    )  # fmt: skip
-    assert error is None and (tmp_path / "0_dropout_steplr_seed2" / "summary.json").is_file()
-
-
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     tiny_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -263,28 +159,33 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert not (tmp_path / "summary.json").exists()
 
 
-def test_runs_started_together_get_their_own_dirs(tmp_path: Path) -> None:
-    """A new run's dir is `<time to the microsecond>-<pid>_<run name>`: two processes never share a pid, so runs
-    started in the same microsecond still get their own dirs."""
-    name = Path(compose_train(f"runs_dir={tmp_path}").hydra.run.dir).relative_to(tmp_path).as_posix()
-    stamp = re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-(\d+)_dropout_steplr_seed1", name)
-    assert stamp is not None and int(stamp[1]) == os.getpid(), name
+def test_a_run_that_evaluates_nothing_says_so(tiny_mnist: Path, tmp_path: Path) -> None:
+    """test=false and no validation epoch (the speedrun's schedule on a held-out split): a line, not a logging error,
+    and no warning that the best checkpoint's `val/acc` is missing (that checkpoint is left out)."""
+    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=1", "trainer.limit_val_batches=0", "test=false")
+    with warnings.catch_warnings(record=True) as caught:
+        summary = train_in_process(*overrides, "optimized_metric=val_acc", run_dir=tmp_path, data_dir=tiny_mnist)
+    assert summary["val_acc"] is None and summary["test_acc"] is None
+    assert "nothing evaluated (test=false, no validation epoch)" in (tmp_path / "train.log").read_text()
+    assert not [warning for warning in caught if "monitored key" in str(warning.message)]
 
 
-@pytest.mark.parametrize("continued_from", [None, "another run", "the finished run itself"])
-def test_a_dir_holding_a_run_is_never_reused(
-    continued_from: str | None, trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch
+def test_an_epoch_without_validation_reports_none_not_the_last_figures(tiny_mnist: Path, tmp_path: Path) -> None:
+    """trainer.check_val_every_n_epoch=2: epochs 1 and 3 have no held-out figures of their own (epoch 3 must not
+    repeat epoch 2's), so the summary's final val_acc is None and its best epoch is 2."""
+    overrides = ("model=tiny", *TINY_RUN, "trainer.max_epochs=3", "trainer.limit_train_batches=2", "test=false",
+                 "optimized_metric=best_val_acc", "trainer.check_val_every_n_epoch=2")  # fmt: skip
+    summary = train_in_process(*overrides, run_dir=tmp_path, data_dir=tiny_mnist)
+    assert [row["val_acc"] is None for row in summary["per_epoch"]] == [True, False, True]
+    assert summary["val_acc"] is None and summary["best_epoch"] == 2
+
+
+@pytest.mark.parametrize(("strategy", "devices", "relaunches"), [("ddp", 2, True), ("ddp", 1, False),
+                                                                   ("ddp_spawn", 2, False)])  # fmt: skip
+def test_only_a_strategy_that_runs_the_command_again_is_refused_in_a_multirun(
+    strategy: str, devices: int, relaunches: bool
 ) -> None:
-    """Not even by a run continuing from a checkpoint (only `resume=true`, or a `ckpt_path` of the unfinished run in
-    that dir, continues in it)."""
-    finished = tmp_path / "finished"
-    shutil.copytree(trained_run, finished)
-    before = (finished / "summary.json").read_bytes()
-    source = {None: None, "another run": trained_run, "the finished run itself": finished}[continued_from]
-    ckpt = [f"ckpt_path={source / 'checkpoints' / 'last.ckpt'}"] if source else []
-    error = cli_in_process("src.train", *TINY_RUN, *ckpt, "logger=none", f"hydra.run.dir={finished}",
-                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error == f"error: {finished} already holds another run's files; give hydra.run.dir a new folder"
-    assert (finished / "summary.json").read_bytes() == before
-    last = Path("checkpoints") / "last.ckpt"
-    assert (finished / last).read_bytes() == (trained_run / last).read_bytes()
+    """Decided from the trainer Lightning builds, not from the strategy's name: `ddp_spawn` starts its processes from
+    this one, and DDP on one device starts none."""
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False)
+    assert relaunches_the_command(trainer) is relaunches

@@ -4,52 +4,26 @@ Each engine that starts processes runs once on the command line (marked slow); t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 from hydra.utils import get_class
 
 from src.aggregate import main as aggregate_main
-from src.core.errors import check_group_choices, module_installed
-from src.mnist.data import ShardedBatches
-from src.mnist.run import relaunches_the_command
-from src.mnist.schema import suggest_dropout
-from tests.conftest import TINY_RUN, TINY_TEST, cli_in_process, compose_train, run_cli, train_in_process
+from tests.helpers import (
+    TINY_RUN,
+    TINY_TEST,
+    cli_in_process,
+    compose_train,
+    needs_sweep_extras,
+    recipe_params,
+    run_cli,
+    train_in_process,
+)
 
-needs_sweep_extras = pytest.mark.skipif(
-    not all(map(module_installed, ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher",
-                            "hydra_plugins.hydra_optuna_sweeper"))),
-    reason="the sweep extras are not installed: make install (or pip install -e '.[sweep]')",
-)  # fmt: skip
 QUIET = ("logger=none",)
-
-
-@pytest.mark.parametrize("processes", [2, 3])
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_sharded_batches_give_each_process_its_share_of_every_global_batch(processes: int, shuffle: bool) -> None:
-    size, batch_size = 103, 10
-    per_rank = [list(ShardedBatches(range(size), batch_size, shuffle, seed=7, processes=processes, rank=rank))
-                for rank in range(processes)]  # fmt: skip
-    assert len({len(batches) for batches in per_rank}) == 1, "every process must take the same number of steps"
-    global_batches = [sum(parts, []) for parts in zip(*per_rank, strict=True)]
-    assert all(len(part) > 0 for batches in per_rank for part in batches)
-    assert all(len(batch) == batch_size for batch in global_batches[:-1])
-    seen = [index for batch in global_batches for index in batch]
-    if shuffle:  # the last global batch (3 images) is kept: it has at least one image per process
-        assert sorted(seen) == list(range(size)) and seen != list(range(size))
-    else:  # evaluation: every image exactly once, in order, no padding
-        assert seen == list(range(size))
-
-
-def test_sharded_batches_drop_a_last_batch_too_small_to_share_in_training() -> None:
-    sampler = ShardedBatches(range(21), 10, shuffle=True, seed=0, processes=2, rank=1)
-    assert len(sampler) == 2 and len(list(sampler)) == 2
-    sampler.set_epoch(1)
-    assert list(sampler) != list(ShardedBatches(range(21), 10, shuffle=True, seed=0, processes=2, rank=1))
 
 
 @pytest.mark.slow
@@ -107,17 +81,6 @@ def test_ddp_inside_a_basic_multirun_fails_each_job_in_one_line(
     assert not (tmp_path / "0_dropout_steplr_seed1" / "checkpoints").exists(), "refused before training"
 
 
-@pytest.mark.parametrize(("strategy", "devices", "relaunches"), [("ddp", 2, True), ("ddp", 1, False),
-                                                                   ("ddp_spawn", 2, False)])  # fmt: skip
-def test_only_a_strategy_that_runs_the_command_again_is_refused_in_a_multirun(
-    strategy: str, devices: int, relaunches: bool
-) -> None:
-    """Decided from the trainer Lightning builds, not from the strategy's name: `ddp_spawn` starts its processes from
-    this one, and DDP on one device starts none."""
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False)
-    assert relaunches_the_command(trainer) is relaunches
-
-
 @pytest.mark.slow
 @needs_sweep_extras
 def test_joblib_launcher_runs_jobs_in_parallel_and_the_sweep_is_aggregated(tiny_mnist: Path, tmp_path: Path) -> None:
@@ -131,7 +94,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_and_the_sweep_is_aggregated(tiny_
     assert "JoblibLauncher" in (tmp_path / "multirun.yaml").read_text()
     summaries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*/summary.json"))]
     assert [summary["seed"] for summary in summaries] == [1, 2]
-    assert "| baseline | 9,186 | 1 | 1,2 |" in (tmp_path / "results.md").read_text()
+    assert f"| baseline | {recipe_params('baseline'):,} | 1 | 1,2 |" in (tmp_path / "results.md").read_text()
     aggregate_main([str(tmp_path), "--out", str(tmp_path / "again")])
     assert (tmp_path / "again.md").read_text() == (tmp_path / "results.md").read_text()
 
@@ -218,42 +181,11 @@ def test_a_search_scores_a_recipe_that_skips_validation(
     assert trial.state.name == "COMPLETE" and trial.value == summary["val_acc"]
 
 
-@pytest.mark.parametrize(
-    ("missing", "args", "package"),
-    [
-        ("joblib", ["-m", "hydra/launcher=joblib", "seed=1,2"], "hydra-joblib-launcher"),
-        ("optuna", ["hparams_search=optuna", "model=tiny"], "hydra-optuna-sweeper"),
-        ("optuna", ["hparams_search=layout", "model=tiny"], "hydra-optuna-sweeper"),
-    ],
-)
-def test_missing_plugin_is_one_line(
-    missing: str, args: list[str], package: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *rest: None if missing in name else real_find_spec(name, *rest))  # fmt: skip
-    option = next(arg for arg in args if "=" in arg and not arg.startswith("seed"))
-    with pytest.raises(SystemExit, match=rf"^error: {re.escape(option)} needs the {package} plugin.*make install"):
-        check_group_choices(args)
-    check_group_choices(["hydra/launcher=basic"])
-
-
 @needs_sweep_extras
 @pytest.mark.parametrize("search", ["optuna", "layout"])
 def test_searches_evaluate_the_held_out_split_for_every_recipe(search: str) -> None:
     cfg = compose_train("model=speedrun", f"hparams_search={search}")
     assert cfg.trainer.limit_val_batches == 1.0 and cfg.data.val_split == 10_000 and cfg.test is False
-
-
-@needs_sweep_extras
-@pytest.mark.parametrize(("recipe", "searched"), [("tiny", True), ("baseline", False)])
-def test_dropout_is_searched_only_where_the_net_has_one(recipe: str, searched: bool) -> None:
-    import optuna
-
-    trial = optuna.create_study(direction="maximize").ask()
-    suggest_dropout(compose_train(f"model={recipe}", "hparams_search=optuna"), trial)
-    assert ("model.net.dropout" in trial.params) is searched
-    assert not searched or 0.0 <= trial.params["model.net.dropout"] <= 0.15
 
 
 @needs_sweep_extras

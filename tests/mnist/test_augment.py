@@ -1,4 +1,5 @@
-"""Elastic distortion on the tensor pipeline: torchvision's ElasticTransform, one field per sample, batched."""
+"""Training augmentation as batched tensor ops (src.mnist.augment): the same distributions as torchvision's per-image
+transforms, the warp pixel for pixel, elastic distortion with one field per sample, and what cannot be batched."""
 
 import re
 from pathlib import Path
@@ -12,13 +13,15 @@ from scipy import stats
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+from torchvision.transforms.functional import _get_inverse_affine_matrix
 
 from src.core.errors import UserError
 from src.mnist.augment import BatchAugment, BatchElastic
 from src.mnist.data import MNISTDataModule
-from tests.conftest import SEED_AFFINE, compose_train, noise
+from tests.helpers import compose_train, noise, seed_affine_transforms
 
 CPU = torch.device("cpu")
+NEAREST = InterpolationMode.NEAREST
 ELASTIC = list(instantiate(compose_train("augmentation=elastic").augmentation.transforms))
 AFFINE, ELASTIC_TRANSFORM = ELASTIC
 
@@ -114,7 +117,7 @@ def test_each_sample_gets_its_own_field() -> None:
 )
 def test_steps_run_in_the_order_of_the_list(order: list[str]) -> None:
     """As Compose runs them, with the random draws in that order too (seed_affine's draws are as before)."""
-    rotation, affine, jitter = SEED_AFFINE
+    rotation, affine, jitter = seed_affine_transforms()
     listed = {"warp": [rotation, affine], "jitter": [jitter], "elastic": [ELASTIC_TRANSFORM]}
     augment = BatchAugment([transform for name in order for transform in listed[name]])
     steps = {"warp": augment.random_warp, "jitter": augment.jitter, "elastic": augment.elastic}
@@ -161,7 +164,10 @@ def test_elastic_config_composes_for_both_pipelines(tiny_mnist: Path) -> None:
             "interpolation=bicubic; it supports bilinear and nearest",
         ),
         ([transforms.ElasticTransform(fill=[0.0, 255.0])], "fill=[0.0, 255.0] must be one number"),
-        ([SEED_AFFINE[0], ELASTIC_TRANSFORM, SEED_AFFINE[1]], "order RandomRotation, ElasticTransform, RandomAffine"),
+        (
+            [seed_affine_transforms()[0], ELASTIC_TRANSFORM, seed_affine_transforms()[1]],
+            "order RandomRotation, ElasticTransform, RandomAffine",
+        ),
         ([ELASTIC_TRANSFORM, ELASTIC_TRANSFORM], "order ElasticTransform, ElasticTransform"),
     ],
 )
@@ -177,3 +183,116 @@ def test_a_blur_wider_than_the_image_is_refused_in_one_line() -> None:
     with pytest.raises(UserError, match="sigma=6.875 blurs over 57 px, too wide for 28x28 images; use a sigma below"):
         elastic.sample(1, 28, 28, CPU)
     assert BatchElastic(transforms.ElasticTransform(sigma=6.87)).sample(1, 28, 28, CPU).shape == (1, 28, 28, 2)
+
+
+def torchvision_warp_samples(n: int) -> dict[str, np.ndarray]:
+    rotation, affine = seed_affine_transforms()[:2]
+    angles, shift_x, shift_y, scales = [], [], [], []
+    for _ in range(n):
+        rotation_angle = rotation.get_params(rotation.degrees)
+        angle, (tx, ty), scale, _ = affine.get_params(affine.degrees, affine.translate, affine.scale, None, [28, 28])
+        angles.append(rotation_angle + angle)
+        shift_x.append(tx)
+        shift_y.append(ty)
+        scales.append(scale)
+    return {
+        "angle": np.array(angles),
+        "shift_x": np.array(shift_x),
+        "shift_y": np.array(shift_y),
+        "scale": np.array(scales),
+    }
+
+
+def test_warp_parameters_follow_the_torchvision_distributions() -> None:
+    torch.manual_seed(0)
+    ours = {k: v.numpy() for k, v in BatchAugment(seed_affine_transforms()).sample_warp(20_000, 28, 28, CPU).items()}
+    theirs = torchvision_warp_samples(20_000)
+    for name in ("angle", "scale"):
+        assert stats.ks_2samp(ours[name], theirs[name]).pvalue > 1e-3, name
+    for name in ("shift_x", "shift_y"):  # integer pixels, -4..4 as torchvision rounds them
+        values = np.arange(-4, 5)
+        counts = np.array([[np.sum(sample[name] == v) for v in values] for sample in (ours, theirs)])
+        assert counts.sum() == 40_000
+        assert stats.chi2_contingency(counts).pvalue > 1e-3, name
+
+
+def rounding_ties(angle: float, shift: tuple[float, float], scale: float, side: int = 28) -> np.ndarray:
+    """Output pixels whose source position lies within 1e-4 px of halfway between two input pixels (or of the
+    image's edge). Nearest-neighbour takes the pixel the position rounds to; at exactly halfway the two float32
+    computations of that position (ours through affine_grid, torchvision's through its own grid) may round to
+    different neighbours, and both are right. The position is computed here in float64, from torchvision's own
+    inverse map, in its convention: pixel centres at -13.5..13.5 about the image centre."""
+    matrix = np.array(_get_inverse_affine_matrix([0.0, 0.0], angle, list(shift), scale, [0.0, 0.0])).reshape(2, 3)
+    centred = np.arange(side) - (side - 1) / 2
+    xs, ys = np.meshgrid(centred, centred)
+    ties = np.zeros((side, side), dtype=bool)
+    for row in matrix:
+        source = row[0] * xs + row[1] * ys + row[2] + (side - 1) / 2  # the input pixel index, before rounding
+        ties |= np.abs(source - np.floor(source) - 0.5) < 1e-4
+    return ties
+
+
+@pytest.mark.parametrize(
+    ("angle", "shift", "scale", "ties_expected"),
+    [
+        (0.0, (3, -2), 1.0, 0),  # whole-pixel shifts land on pixel centres: no ties
+        (7.0, (0, 0), 1.0, 4),
+        (-11.0, (2, 1), 0.9, 0),
+        (90.0, (0, 0), 1.0, 0),
+        (0.0, (0, 0), 1.1, 108),  # x / 1.1 is halfway for x = ±5.5: two whole columns and two whole rows
+    ],
+)
+def test_one_warp_matches_torchvision_affine(
+    angle: float, shift: tuple[int, int], scale: float, ties_expected: int
+) -> None:
+    image = noise(1, seed=int(angle) + 100)
+    ours = BatchAugment([]).warp(
+        image, torch.tensor([angle]), torch.tensor([float(shift[0])]), torch.tensor([float(shift[1])]),
+        torch.tensor([scale]),
+    )  # fmt: skip
+    theirs = TF.affine(image, angle, list(shift), scale, [0.0, 0.0], interpolation=InterpolationMode.NEAREST)
+    ties = rounding_ties(angle, shift, scale)
+    same = (ours == theirs)[0, 0].numpy()
+    assert same[~ties].all(), f"{(~same & ~ties).sum()} pixels differ away from any rounding tie"
+    assert ties.sum() == ties_expected  # the exemption is only what the geometry puts at exactly halfway
+    assert (theirs == 0).float().mean() < 0.3, "the comparison must be over content, not over the black fill"
+
+
+def test_a_batch_warps_each_image_with_its_own_parameters() -> None:
+    torch.manual_seed(3)
+    images = noise(16, seed=4)
+    params = BatchAugment(seed_affine_transforms()).sample_warp(16, 28, 28, CPU)
+    ours = BatchAugment([]).warp(images, **params)
+    for index in range(16):
+        angle, scale = params["angle"][index].item(), params["scale"][index].item()
+        shift = (params["shift_x"][index].item(), params["shift_y"][index].item())
+        theirs = TF.affine(images[index], angle, list(shift), scale, [0.0, 0.0], interpolation=NEAREST)
+        same = (ours[index] == theirs)[0].numpy()
+        assert same[~rounding_ties(angle, shift, scale)].all(), index
+
+
+def test_brightness_and_contrast_factors_stay_in_their_ranges() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(4000, 1, 28, 28) * 0.5 + 0.25
+    brightness = BatchAugment([transforms.ColorJitter(brightness=0.1)])(images)
+    ratio = (brightness / images).flatten(1).mean(1)
+    assert ratio.min() >= 0.9 - 1e-6 and ratio.max() <= 1.1 + 1e-6
+    assert stats.kstest(ratio.numpy(), stats.uniform(0.9, 0.2).cdf).pvalue > 1e-3
+    contrast = BatchAugment([transforms.ColorJitter(contrast=0.1)])(images)
+    spread = contrast.flatten(1).std(1) / images.flatten(1).std(1)
+    assert stats.kstest(spread.numpy(), stats.uniform(0.9, 0.2).cdf).pvalue > 1e-3
+
+
+def test_unsupported_transforms_and_pipelines_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot batch RandomErasing"):
+        BatchAugment([transforms.RandomErasing()])
+    # Settings the batched warp would otherwise ignore: refused, not warped another way.
+    with pytest.raises(UserError, match=r"cannot batch RandomAffine with fill=\[255\]; it warps with the defaults"):
+        BatchAugment([transforms.RandomAffine(5, fill=[255])])
+    bilinear = transforms.InterpolationMode.BILINEAR
+    with pytest.raises(UserError, match="cannot batch RandomRotation with interpolation=InterpolationMode.BILINEAR"):
+        BatchAugment([transforms.RandomRotation(5, interpolation=bilinear)])
+    with pytest.raises(UserError, match="cannot batch two RandomAffine steps"):
+        BatchAugment([transforms.RandomAffine(5, translate=(0.1, 0.1)), transforms.RandomAffine(0, scale=(0.9, 1.1))])
+    with pytest.raises(UserError, match="data.pipeline='dali' is not one of tensor, torchvision"):
+        MNISTDataModule(root=str(tmp_path), pipeline="dali")

@@ -8,7 +8,7 @@ import pytest
 
 from src.aggregate import main
 from src.mnist.report import aggregate
-from tests.conftest import run_cli
+from tests.helpers import recipe_params, run_cli
 
 
 def write_summary(
@@ -74,7 +74,7 @@ def test_a_real_run_beside_an_eval_of_it_gives_one_row(
     lines = (tmp_path / "table.md").read_text().splitlines()
     assert len(lines) == 3, lines
     cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
-    assert cells[:5] == ["record", "7,878", "2", "1", f"{summary['test_acc']:.2f} ± 0.00"]
+    assert cells[:5] == ["record", f"{recipe_params('record'):,}", "2", "1", f"{summary['test_acc']:.2f} ± 0.00"]
     assert capsys.readouterr().out == (tmp_path / "table.md").read_text()
 
 
