@@ -38,7 +38,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.core.errors import module_installed
+from src.core.cli import module_installed
 
 REPO = Path(__file__).resolve().parents[1]
 

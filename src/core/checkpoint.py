@@ -5,6 +5,7 @@ be on an allowlist the task gives (this module knows no task)."""
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Iterable, Iterator, Set
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ def load_checkpoint(path: str | Path, allowed_targets: Set[str], key: str = "ckp
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; garbage fails to unpickle too
+            raise UserError(f"{key}={path} is not a readable checkpoint (not a file torch.save wrote)") from None
         raise UserError(
             f"{key}={path} holds Python objects beyond tensors and plain data, and is not loaded (unpickling them "
             "could run code)"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.core.checkpoint import model_from_checkpoint
 from src.mnist.data import MNISTDataModule
+from src.mnist.record import load_trained
 from tests.helpers import assert_one_line_error, cli_in_process, recipe_params, run_cli
 
 EVAL_KEYS = {"ckpt_path", "recipe", "seed", "params", "epoch", "test_acc", "test_loss", "test_time_shifts"}
@@ -42,7 +42,7 @@ def test_eval_with_other_test_time_shifts_evaluates_the_same_weights(
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error is None, error
     evaluated = json.loads((tmp_path / "eval.json").read_text())
-    model, _ = model_from_checkpoint(ckpt)
+    model = load_trained(ckpt).model
     assert len(model.test_time_shifts) == 8 and evaluated["test_time_shifts"] == []
     datamodule = MNISTDataModule(root=str(tiny_mnist), eval_batch_size=1000)
     datamodule.setup("test")
@@ -69,7 +69,7 @@ def test_eval_held_out_of_a_run_that_held_nothing_out_is_one_line(
 def test_eval_held_out_of_a_checkpoint_that_does_not_record_its_split_is_one_line(
     trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Checkpoints from before the split was stored: whether the run held images out is unknown, not "none"."""
+    """A record without its split: whether the run held images out is unknown, not "none"."""
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     del checkpoint["run_config"]["data"]
     ckpt = tmp_path / "old.ckpt"
@@ -77,8 +77,8 @@ def test_eval_held_out_of_a_checkpoint_that_does_not_record_its_split_is_one_lin
     error = cli_in_process("src.eval", f"ckpt_path={ckpt}", "held_out=true", f"hydra.run.dir={tmp_path / 'eval'}",
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
-        f"error: ckpt_path={ckpt.resolve()} does not say which training images its run held out (written before "
-        "December 2026); held_out=true needs one that does"
+        f"error: ckpt_path={ckpt.resolve()} holds a run record this code cannot read (no 'data'): it was written by "
+        "an earlier version of this project; train it again with src.train"
     )
 
 

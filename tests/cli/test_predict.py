@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.core.checkpoint import model_from_checkpoint
-from src.mnist.data import MNIST_MEAN, MNIST_STD
+from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.record import load_trained
 from src.predict import read_image, to_mnist
 from tests.helpers import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
 
@@ -39,7 +39,7 @@ def test_predict_reads_a_folder_of_either_polarity_and_writes_nothing(
         write_png(folder / f"{index}_white_on_black.png", images[index])
         write_png(folder / f"{index}_black_on_white.png", 255 - images[index])
     (folder / "notes.txt").write_text("not an image")
-    model, _ = model_from_checkpoint(ckpt)
+    model = load_trained(ckpt).model
     with torch.no_grad():
         batch = (torch.from_numpy(images[:6]).float()[:, None] / 255 - MNIST_MEAN) / MNIST_STD
         expected = model(batch).argmax(dim=1).tolist()

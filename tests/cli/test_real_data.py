@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torchvision.datasets import MNIST
 
-from src.core.checkpoint import model_from_checkpoint
-from src.mnist.data import MNIST_MEAN, MNIST_STD
+from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.record import load_trained
 from src.predict import predict
 from tests.helpers import cli_in_process, recipe_params, train_in_process
 
@@ -57,7 +57,7 @@ def test_a_short_run_learns_real_mnist_and_eval_and_predict_agree(
         photo[10:122, 5:117] = 255 - np.asarray(Image.fromarray(image).resize((112, 112), Image.Resampling.BILINEAR))
         Image.fromarray(photo).save(folder / f"{index:02d}_photo.png")
     digits = {path.name: digit for path, digit, _, _ in predict(ckpt, folder)}
-    model, _ = model_from_checkpoint(ckpt)
+    model = load_trained(ckpt).model
     with torch.no_grad():
         direct = model((torch.from_numpy(images).float()[:, None] / 255 - MNIST_MEAN) / MNIST_STD).argmax(1).tolist()
     assert [digits[f"{i:02d}_mnist.png"] for i in range(DIGITS)] == direct, "a 28×28 PNG is read as the test image"

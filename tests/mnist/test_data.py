@@ -4,13 +4,16 @@ training batches), batches sharded over DDP processes, and the data errors."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.core.errors import UserError
-from src.mnist.data import MNIST_MEAN, MNIST_STD, BatchAugment, MNISTDataModule, ShardedBatches
+from src.mnist.data import OFFICIAL_ARCHIVES, BatchAugment, MNISTDataModule, ShardedBatches
+from src.mnist.images import MNIST_MEAN, MNIST_STD
 from tests.helpers import (
     TINY_RUN,
     TINY_TEST,
@@ -56,6 +59,59 @@ def test_missing_files_without_download_name_the_root(tmp_path: Path) -> None:
     datamodule = MNISTDataModule(root=str(tmp_path), download=False)
     with pytest.raises(UserError, match=rf"not under {tmp_path}/MNIST/raw.*DATA_DIR or data.root"):
         datamodule.prepare_data()
+
+
+def archives_of_tiny_mnist(tiny_mnist: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The tiny files as the four `.gz` archives a mirror ships, in `folder`, their md5s taken as the official ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checksums = {}
+    for raw in sorted((tiny_mnist / "MNIST" / "raw").iterdir()):
+        archive = folder / f"{raw.name}.gz"
+        archive.write_bytes(gzip.compress(raw.read_bytes(), mtime=0))
+        checksums[archive.name] = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
+        monkeypatch.setitem(OFFICIAL_ARCHIVES, archive.name, checksums[archive.name])
+    return checksums
+
+
+@pytest.mark.parametrize("inside", ["", "MNIST/raw"])
+def test_a_folder_of_the_four_gz_archives_is_checked_and_extracted(
+    inside: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archives = archives_of_tiny_mnist(tiny_mnist, tmp_path / inside, monkeypatch)
+    before = {name: (tmp_path / inside / name).read_bytes() for name in archives}
+    datamodule = MNISTDataModule(root=str(tmp_path), download=False, num_workers=0)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    for raw in (tiny_mnist / "MNIST" / "raw").iterdir():
+        assert (tmp_path / "MNIST" / "raw" / raw.name).read_bytes() == raw.read_bytes()
+    assert {name: (tmp_path / inside / name).read_bytes() for name in archives} == before, "archives left as they were"
+    assert len(datamodule.train_set) == TINY_TRAIN
+
+
+def test_an_archive_that_is_not_the_official_one_is_refused_and_nothing_is_extracted(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archives = archives_of_tiny_mnist(tiny_mnist, tmp_path, monkeypatch)
+    first = sorted(archives)[0]
+    (tmp_path / first).write_bytes(gzip.compress(b"something else", mtime=0))
+    with pytest.raises(UserError, match=rf"{tmp_path / first} is not the official MNIST archive: md5 [0-9a-f]{{32}}, "
+                       rf"expected {archives[first]}"):  # fmt: skip
+        MNISTDataModule(root=str(tmp_path), download=False).prepare_data()
+    assert not (tmp_path / "MNIST" / "raw" / first.removesuffix(".gz")).exists()
+
+
+def test_missing_files_name_the_archives_that_were_there(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archives = archives_of_tiny_mnist(tiny_mnist, tmp_path, monkeypatch)
+    kept = sorted(archives)[:2]
+    for name in sorted(archives)[2:]:
+        (tmp_path / name).unlink()
+    with pytest.raises(UserError) as refused:
+        MNISTDataModule(root=str(tmp_path), download=False).prepare_data()
+    message = str(refused.value)
+    assert f"of the .gz archives it holds only {tmp_path / kept[0]}, {tmp_path / kept[1]}" in message
+    assert "missing train-images-idx3-ubyte, train-labels-idx1-ubyte" in message  # the two not given
 
 
 def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:

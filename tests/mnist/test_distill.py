@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from src.core.checkpoint import model_from_checkpoint, stored_split
 from src.core.errors import UserError
 from src.mnist.distill import Distillation
 from src.mnist.nets import UnshuffleGapNet
+from src.mnist.record import Split, load_teacher, load_trained
 from tests.helpers import TINY_RUN, cli_in_process, recipe_params, train_in_process
 
 
@@ -61,13 +61,22 @@ def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> N
 def test_a_missing_teacher_is_named_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "teacher.ckpt"
     with pytest.raises(UserError, match=f"distill.checkpoint={missing} is not a file"):
-        Distillation(str(missing)).load(torch.device("cpu"), torch.float32, val_split=0, split_seed=0)
+        load_teacher(missing, Split(0, 0))
 
 
-def test_a_teacher_that_does_not_say_its_split_is_refused() -> None:
-    with pytest.raises(UserError, match="old.ckpt does not say which training images its run held out"):
-        old = {"run_config": {"recipe": "record", "model": {}}}
-        stored_split(old, "old.ckpt", "distill.checkpoint", "train the teacher again with src.train")
+def test_a_teacher_that_does_not_say_its_split_is_refused(trained_run: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint["run_config"]["data"]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.raises(UserError, match=f"distill.checkpoint={old} holds a run record this code cannot read"):
+        load_teacher(old, Split(0, 0))
+
+
+def test_the_teacher_is_needed_before_the_loss_not_for_building_the_student() -> None:
+    distillation = Distillation("teacher.ckpt")  # the path is not read: src.eval builds students this way
+    with pytest.raises(RuntimeError, match="before use_teacher"):
+        distillation.to(torch.device("cpu"), torch.float32)
 
 
 def test_a_distilled_student_trains_and_is_evaluated_without_its_teacher(
@@ -84,9 +93,9 @@ def test_a_distilled_student_trains_and_is_evaluated_without_its_teacher(
     assert summary["per_epoch"][0]["train_loss"] != pytest.approx(labels_only["per_epoch"][0]["train_loss"], rel=1e-3)
     teacher.unlink()
     ckpt = tmp_path / "student" / "checkpoints" / "last.ckpt"
-    student, checkpoint = model_from_checkpoint(ckpt)
+    student, record, _ = load_trained(ckpt)
     assert student.num_params == recipe_params("tiny")
-    assert checkpoint["run_config"]["model"]["distillation"]["checkpoint"] == str(teacher)
+    assert record.model["distillation"]["checkpoint"] == str(teacher)
     error = cli_in_process("src.eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", data_dir=tiny_mnist,
                            monkeypatch=monkeypatch)  # fmt: skip
     assert error is None

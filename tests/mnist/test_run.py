@@ -18,7 +18,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from src.mnist.run import learning_changes, relaunches_the_command
+from src.mnist.run import relaunches_the_command
 from tests.helpers import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, train_in_process
 
 DETERMINISTIC = (
@@ -136,14 +136,6 @@ def test_resume_under_settings_changed_since_the_start_names_them(
     )
     assert not (run_dir / "summary.json").exists()
     assert not [path for path in (run_dir / ".hydra").iterdir() if path.is_dir()], "no config of the refused resume"
-
-
-def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_only_when_switched_on() -> None:
-    """`model.net.separable` came after `learning` did: a run started without it learned with none separable."""
-    saved = {"model.net": {"model.net.body": "[14,16,16]"}}
-    assert learning_changes(saved, {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "0"}}) == []
-    switched_on = {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "2"}}
-    assert learning_changes(saved, switched_on) == ["model.net.separable unset, i.e. off (now 2)"]
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from src.core.errors import check_group_choices
+from src.core.cli import check_group_choices
 
 
 @pytest.mark.parametrize(
