@@ -32,6 +32,11 @@ ifeq ($(LOCK),none)
 else
 	$(PYTHON) -m pip install --quiet --no-deps -r $(LOCK)
 	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep]'
+	# what the lock no longer lists goes (a replaced plugin would still register its configs with Hydra)
+	$(PYTHON) -m pip list --format=freeze --exclude-editable | sed 's/==.*//' | LC_ALL=C sort > $(VENV)/.present
+	sed -n 's/==.*//p' $(LOCK) | LC_ALL=C sort | LC_ALL=C comm -23 $(VENV)/.present - | grep -vx pip \
+		| xargs -r $(PYTHON) -m pip uninstall --quiet --yes
+	rm -f $(VENV)/.present
 endif
 	$(PYTHON) -m pip check
 	touch $(STAMP)

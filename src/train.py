@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.core.cli import check_group_choices, check_new_run_dir, one_line_exit
-from src.core.errors import UserError, user_error_in
+from src.core.errors import Pruned, UserError, user_error_in
 from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
 from src.core.rundirs import FAILED_MARK, continues_its_own_run
@@ -49,6 +49,8 @@ def main(cfg: DictConfig) -> float:
     try:
         check_run_request(cfg, output_dir, multirun, ddp_child)
         return instantiate(cfg.task.runner)(cfg, output_dir)
+    except Pruned:
+        raise  # the search records the trial as pruned; the run wrote its figures and its PRUNED mark
     except Exception as error:
         if multirun:
             cause = user_error_in(error)

@@ -43,9 +43,9 @@ PLUGINS = {  # option → (the Hydra plugin that provides it, its package); all 
     "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
     "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
     "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
-    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
-    "hparams_search=layout": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    "hydra/sweeper=optuna": ("optuna", "optuna"),  # the project's own sweeper (hydra_plugins/optuna_search) needs it
+    "hparams_search=optuna": ("optuna", "optuna"),
+    "hparams_search=layout": ("optuna", "optuna"),
 }
 
 

@@ -12,3 +12,8 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     while error is not None and not isinstance(error, UserError):
         error = error.__cause__
     return error
+
+
+class Pruned(Exception):
+    """A search's run stopped early because its trial was judged hopeless; raised after the run wrote its figures,
+    so that the search records the trial as pruned (not failed)."""

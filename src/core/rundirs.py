@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 UNFINISHED_MARK = "checkpoints/last.ckpt"
 FAILED_MARK = "FAILED"  # written into a multirun job dir whose job failed
+PRUNED_MARK = "PRUNED"  # written into a search's job dir whose trial was pruned, with the epoch
 # Each run dir this process started in: its `entries` then, or None where Hydra made it (the only dirs a failed start
 # may remove whole).
 RUN_DIRS_AT_START: dict[Path, dict[Path, int] | None] = {}

@@ -80,6 +80,28 @@ class EpochLog(pl.Callback):
         )  # fmt: skip
 
 
+class TrialReport(pl.Callback):
+    """A search's run reports each epoch's held-out accuracy (`EpochLog`'s row, in %) to its Optuna trial and stops
+    after that epoch when the trial's pruner judges it hopeless (`pruned_at`: the epoch)."""
+
+    def __init__(self, trial: Any, epoch_log: EpochLog) -> None:
+        self.trial = trial
+        self.epoch_log = epoch_log
+        self.pruned_at: int | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = self.epoch_log.rows[-1] if self.epoch_log.rows else None
+        if trainer.sanity_checking or row is None or row["val_acc"] is None or not trainer.is_global_zero:
+            return
+        self.trial.report(row["val_acc"], row["epoch"])
+        if self.trial.should_prune():
+            self.pruned_at = row["epoch"]
+            trainer.should_stop = True
+            log.info(
+                "pruned at epoch %d: the search's pruner judges val acc %.2f%% hopeless", row["epoch"], row["val_acc"]
+            )
+
+
 def warmup_decay(decay: float, updates: torch.Tensor) -> torch.Tensor:
     """(1 + n) / (10 + n) after n updates, capped at `decay`: the one place the warm-up schedule is written."""
     return torch.clamp((1 + updates) / (10 + updates), max=decay)

@@ -20,13 +20,13 @@ from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from src import start_job_clock
 from src.core.checkpoint import AtomicCheckpointIO
-from src.core.errors import UserError
+from src.core.errors import Pruned, UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
-from src.core.rundirs import UNFINISHED_MARK, continues_its_own_run
-from src.mnist.callbacks import EpochLog
+from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run
+from src.mnist.callbacks import EpochLog, TrialReport
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.record import (
     ALLOWED_TARGETS,
@@ -130,7 +130,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         model.distillation.use_teacher(load_teacher(model.distillation.checkpoint, split))
 
     epoch_log = EpochLog(job_start)
-    callbacks = [*configured_callbacks(cfg), epoch_log, RecordInCheckpoint(RunRecord.of_run(cfg, model.net))]
+    report = trial_report(cfg, epoch_log)
+    callbacks = [*configured_callbacks(cfg), epoch_log, *([report] if report else []),
+                 RecordInCheckpoint(RunRecord.of_run(cfg, model.net))]  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO(ALLOWED_TARGETS)]
@@ -164,10 +166,16 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     summary = build_summary(cfg, model, epoch_log.rows, test, seconds)
     summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
+    summary["pruned_at_epoch"] = report.pruned_at if report else None
     summary.update(provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size))
     if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
         return summary
     write_json_atomically(output_dir / "summary.json", summary)
+    if summary["pruned_at_epoch"]:
+        pruned = (
+            f"pruned at epoch {summary['pruned_at_epoch']} of {cfg.trainer.max_epochs}: val acc {summary['val_acc']}"
+        )
+        (output_dir / PRUNED_MARK).write_text(pruned + "\n")
     if logger:
         choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
         hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
@@ -189,6 +197,19 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def trial_report(cfg: DictConfig, epoch_log: EpochLog) -> TrialReport | None:
+    """For a search's run (the search sets `search_trial`): the callback that reports to its trial."""
+    if cfg.get("search_trial") is None:
+        return None
+    from src.core.search import trial_of_this_run  # noqa: PLC0415 - Optuna's import is paid by searches only
+
+    return TrialReport(trial_of_this_run(cfg.search_trial), epoch_log)
+
+
 def run(cfg: DictConfig, output_dir: Path) -> float:
-    """The task's runner (conf/task/mnist.yaml): trains, and returns `optimized_metric` for sweepers."""
-    return train(cfg, output_dir)[cfg.optimized_metric]
+    """The task's runner (conf/task/mnist.yaml): trains, and returns `optimized_metric` for sweepers (a pruned
+    search trial raises Pruned instead, after writing its figures)."""
+    summary = train(cfg, output_dir)
+    if summary["pruned_at_epoch"]:
+        raise Pruned(f"pruned at epoch {summary['pruned_at_epoch']}")
+    return summary[cfg.optimized_metric]
