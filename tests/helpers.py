@@ -63,7 +63,7 @@ TRAINED_RUN = ("model=record", *TINY_RUN, "data.batch_size=8", "data.pipeline=to
 
 needs_sweep_extras = pytest.mark.skipif(
     not all(map(module_installed, ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher",
-                            "hydra_plugins.hydra_optuna_sweeper"))),
+                            "optuna"))),
     reason="the sweep extras are not installed: make install (or pip install -e '.[sweep]')",
 )  # fmt: skip
 
@@ -256,21 +256,27 @@ def cli_in_process(
     return None
 
 
-def run_cli(
-    *args: str,
-    data_dir: Path,
-    module: str = "src.train",
-    env: dict[str, str] | None = None,
-    cwd: Path = REPO,
-):
-    """`python -m MODULE ARGS` in a new interpreter, as a user would run it, with DATA_DIR set."""
+def start_cli(
+    *args: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.Popen:
+    """`python -m MODULE ARGS` started in a new interpreter, as a user would start it, with DATA_DIR set; its output
+    is captured as text."""
     full_env = {
         **os.environ, "DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": str(THREADS), **(env or {}),
     }  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def run_cli(*args: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:  # fmt: skip
+    """`python -m MODULE ARGS` in a new interpreter, run to its end."""
+    process = start_cli(*args, data_dir=data_dir, module=module, env=env, cwd=cwd)
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def assert_one_line_error(result, *fragments: str) -> None:

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -300,15 +301,14 @@ class Search:
                 trials.append(trial)
             return trials
 
-    def tell(self, study: optuna.Study, trial: optuna.trial.Trial, job: Any) -> TrialState:
+    def tell(self, study: optuna.Study, trial: optuna.trial.Trial, job: JobReturn) -> TrialState:
         """The run's outcome into the study: its value, pruned, or failed (an error or no finite value)."""
-        try:
+        # A failed job's exception is read without `return_value`, which would print it as an error (pruned is none).
+        if job.status != JobStatus.COMPLETED:  # a failed run's own error is in its dir (FAILED) and the log
+            state = TrialState.PRUNED if isinstance(job._return_value, Pruned) else TrialState.FAIL
+            value = None
+        else:  # NaN: a run that failed with raise_failed_jobs=false
             value = job.return_value
-        except Pruned:
-            state, value = TrialState.PRUNED, None
-        except Exception:  # the run's own error is in its dir (FAILED) and the log
-            state, value = TrialState.FAIL, None
-        else:
             finite = isinstance(value, int | float) and math.isfinite(value)
             state, value = (TrialState.COMPLETE, float(value)) if finite else (TrialState.FAIL, None)
         try:

@@ -1,4 +1,4 @@
-"""Scale-out engines on tiny data: DDP over 2 CPU processes, the joblib and submitit launchers, the Optuna search.
+"""Scale-out engines on tiny data: DDP over 2 CPU processes, the joblib and submitit launchers (searches: test_search).
 
 Each engine that starts processes runs once on the command line (marked slow); the refusals run in this process."""
 
@@ -128,83 +128,3 @@ def test_submitit_launcher_runs_a_job(tiny_mnist: Path, tmp_path: Path) -> None:
     assert (tmp_path / ".submitit").is_dir()
     assert json.loads((tmp_path / "0_baseline_seed1" / "summary.json").read_text())["epochs"] == 1
     assert (tmp_path / "results.md").is_file()
-
-
-@pytest.mark.slow
-@needs_sweep_extras
-def test_optuna_search_maximises_held_out_accuracy_and_continues(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first session on the command line, the second (which continues the study) in this process."""
-    import optuna
-
-    search = (
-        "hparams_search=optuna", "model=tiny", *(arg for arg in TINY_RUN if "data.batch_size" not in arg),
-        "data.batch_size=choice(16,32)", "trainer.max_epochs=1", "data.val_split=64", *QUIET,
-        f"hydra.sweep.dir={tmp_path}",
-    )  # fmt: skip
-    first = run_cli(*search, "hydra.sweeper.n_trials=3", data_dir=tiny_mnist)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "best trial of the study: val_acc" in first.stdout and "optimizer.lr=" in first.stdout
-    summaries = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
-    assert len(summaries) == 3 and all(summary["test_acc"] is None for summary in summaries)  # test set untouched
-    assert len({summary["per_epoch"][0]["lr"] for summary in summaries}) == 3
-    trial_batches = {line for path in tmp_path.rglob("overrides.yaml") for line in path.read_text().splitlines()
-                     if "data.batch_size" in line}  # fmt: skip
-    assert trial_batches <= {"- data.batch_size=16", "- data.batch_size=32"}, trial_batches
-    dropouts = [path.read_text().count("model.net.dropout=") for path in tmp_path.rglob("overrides.yaml")]
-    assert dropouts == [1, 1, 1]  # from suggest_dropout: tiny's net has one
-
-    error = cli_in_process("src.train", *search, "hydra.sweeper.n_trials=2", data_dir=tiny_mnist,
-                           monkeypatch=monkeypatch)  # fmt: skip
-    assert error is None
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 5
-    assert len(list(tmp_path.rglob("summary.json"))) == 5  # the first session's trial dirs are kept
-
-
-@needs_sweep_extras
-def test_a_search_scores_a_recipe_that_skips_validation(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`speedrun` evaluates nothing during training (limit_val_batches=0); in a search its trials still get a
-    held-out score instead of failing for want of val_acc."""
-    import optuna
-
-    error = cli_in_process("src.train", "hparams_search=optuna", "model=speedrun", *TINY_RUN, "trainer.max_epochs=1",
-                           "data.val_split=64", "hydra.sweeper.n_trials=1", *QUIET, f"hydra.sweep.dir={tmp_path}",
-                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error is None
-    (summary,) = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
-    assert summary["recipe"] == "speedrun" and summary["val_acc"] is not None and summary["test_acc"] is None
-    (trial,) = optuna.load_study(study_name="speedrun", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
-    assert trial.state.name == "COMPLETE" and trial.value == summary["val_acc"]
-
-
-@needs_sweep_extras
-@pytest.mark.parametrize("search", ["optuna", "layout"])
-def test_searches_evaluate_the_held_out_split_for_every_recipe(search: str) -> None:
-    cfg = compose_train("model=speedrun", f"hparams_search={search}")
-    assert cfg.trainer.limit_val_batches == 1.0 and cfg.data.val_split == 10_000 and cfg.test is False
-
-
-@needs_sweep_extras
-def test_layout_search_compares_shapes_at_the_recipes_budget(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The recipe's net is replaced whole by the searched shape, widened to the recipe's budget (tiny: < 4,000)."""
-    error = cli_in_process("src.train", "hparams_search=layout", "model=tiny", *TINY_RUN, "trainer.max_epochs=1",
-                           "data.val_split=64", "hydra.sweeper.n_trials=2", *QUIET, f"hydra.sweep.dir={tmp_path}",
-                           data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
-    assert error is None
-    summaries = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
-    assert len(summaries) == 2 and all(summary["test_acc"] is None for summary in summaries)
-    assert all(3_600 <= summary["params"] < 4_000 for summary in summaries)
-    assert len({summary["net"] for summary in summaries}) == 2
-    assert all(re.fullmatch(r"CompactGapNet\(stem=\[[\d, ]+\], squeeze=\d+, body=\[[\d, ]+\](, separable=\d)?\)",
-                            summary["net"])
-               for summary in summaries)  # fmt: skip
-    lines = [line for path in tmp_path.rglob("overrides.yaml") for line in path.read_text().splitlines()]
-    searched = {line.split("=")[0] for line in lines if "searched_net" in line}
-    assert searched == {f"- searched_net.{key}" for key in
-                        ("stem_convs", "body_convs", "stem_ratio", "squeeze_ratio", "growth", "separable")}  # fmt: skip
