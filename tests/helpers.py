@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import copy
 import functools
+import glob
 import logging
 import os
 import re
 import runpy
+import shutil
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -332,3 +336,38 @@ BACKPROP_DEFAULTS = {
     "weights": [0.15, 0.2, 0.25, 0.3, 0.4, 0.45, 0.5, 0.55],
 }
 PUBLISHED_LRS = (0.1, 0.2, 0.5, 0.8, 1.0, 2.0)
+
+
+# --- a PostgreSQL server
+
+
+def postgres_bin_dir() -> Path | None:
+    """Where this machine's PostgreSQL server binaries are (Debian keeps them off PATH), or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or [shutil.which("pg_ctl")]
+    return None if found[-1] is None else Path(found[-1]).parent
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL server of its own on a free localhost port (a cluster in a temp dir, trust authentication), its
+    URL, stopped and removed afterwards. PostgreSQL refuses to run as root: as root the cluster belongs to `nobody`,
+    in a dir of /tmp it can reach."""
+    bin_dir = postgres_bin_dir()
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="postgres-") as name:
+        folder = Path(name)
+        if as_user:
+            shutil.chown(folder, "nobody")
+        data = folder / "data"
+        run = dict(check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"], **run)
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = [bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"]
+        subprocess.run([*as_user, *start], **run)
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], **run)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
 from src.core.errors import UserError, user_error_in
 from src.core.rundirs import CONF_DIR, holds_only_hydra_files, remove_what_the_start_wrote
 
@@ -28,7 +31,12 @@ def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExi
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    """The options of a config group: conf/'s files; for a group of Hydra's own (`hydra/sweeper/pruner`), also what
+    Hydra and its plugins provide, as Hydra's config loader lists them."""
+    if "/" not in group:
+        return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def module_installed(name: str) -> bool:
@@ -61,7 +69,7 @@ def check_group_choices(args: list[str]) -> None:
                 f"error: {group}={value.strip()} needs the {package} plugin; install the sweep extras with "
                 "`make install` (or pip install -e '.[sweep]')"
             )
-        if not sep or "." in group or "/" in group or not (CONF_DIR / group).is_dir():
+        if not sep or "." in group or not (CONF_DIR / group).is_dir():
             continue
         options = group_options(group)
         for choice in value.split(","):

@@ -3,19 +3,14 @@ throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from src.mnist.data import missing_raw_files
-from tests.helpers import cli_in_process
+from tests.helpers import cli_in_process, postgres_bin_dir, throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -39,33 +34,10 @@ def evaluated_run(trained_run: Path, tiny_mnist: Path, tmp_path_factory: pytest.
     return eval_dir
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server of its own on a free localhost port (the machine's PostgreSQL binaries, a cluster in a
-    temp dir, trust authentication), stopped after the tests; skipped when no PostgreSQL binaries are installed.
-    PostgreSQL refuses to run as root: as root the cluster belongs to `nobody`, in a dir of /tmp it can reach."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or [shutil.which("pg_ctl")]
-    if found[-1] is None:
+    """A throwaway PostgreSQL server for the session (skipped where no PostgreSQL binaries are installed)."""
+    if postgres_bin_dir() is None:
         pytest.skip("no PostgreSQL server binaries (pg_ctl, initdb): install PostgreSQL to run the shared-study tests")
-    bin_dir = Path(found[-1]).parent
-    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
-    with tempfile.TemporaryDirectory(prefix="postgres-") as name:
-        folder = Path(name)
-        if as_user:
-            shutil.chown(folder, "nobody")
-        data, port = folder / "data", free_port()
-        run = dict(check=True, capture_output=True, text=True, timeout=120)
-        subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"], **run)
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        start = [bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"]
-        subprocess.run([*as_user, *start], **run)
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], **run)
+    with throwaway_postgres() as url:
+        yield url

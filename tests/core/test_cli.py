@@ -1,4 +1,5 @@
-"""A group option whose plugin is not installed is one line naming the package (src.core.errors)."""
+"""The command line checked before Hydra composes (src.core.cli): a group option that does not exist, or whose
+plugin is not installed, is one line naming the valid options or the package."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from src.core.cli import check_group_choices
     ("missing", "args", "package"),
     [
         ("joblib", ["-m", "hydra/launcher=joblib", "seed=1,2"], "hydra-joblib-launcher"),
-        ("optuna", ["hparams_search=optuna", "model=tiny"], "hydra-optuna-sweeper"),
-        ("optuna", ["hparams_search=layout", "model=tiny"], "hydra-optuna-sweeper"),
+        ("optuna", ["hparams_search=optuna", "model=tiny"], "optuna"),
+        ("optuna", ["hparams_search=layout", "model=tiny"], "optuna"),
     ],
 )
 def test_missing_plugin_is_one_line(
@@ -28,3 +29,27 @@ def test_missing_plugin_is_one_line(
     with pytest.raises(SystemExit, match=rf"^error: {re.escape(option)} needs the {package} plugin.*make install"):
         check_group_choices(args)
     check_group_choices(["hydra/launcher=basic"])
+
+
+@pytest.mark.parametrize(
+    ("arg", "valid"),
+    [
+        (
+            "model=recrod",
+            "augmented, baseline, dropout_steplr, fast, record, sequential_avgpool, speedrun, teacher, tiny",
+        ),
+        ("hydra/sweeper/pruner=medain", "hyperband, median, percentile, successive_halving"),
+        ("hydra/sweeper/sampler=tpe,grid", "qmc, random, tpe"),
+    ],
+)
+def test_an_option_that_does_not_exist_is_one_line_naming_the_valid_ones(arg: str, valid: str) -> None:
+    bad = arg.split("=")[1].split(",")[-1]
+    with pytest.raises(SystemExit, match=rf"^error: {re.escape(arg.split('=')[0])}={bad} is not an option; valid: "
+                       rf"{re.escape(valid)}$"):  # fmt: skip
+        check_group_choices([arg])
+
+
+def test_options_hydra_and_its_plugins_provide_are_valid() -> None:
+    check_group_choices(
+        ["hydra/launcher=basic", "hydra/sweeper=basic", "hydra/sweeper=optuna", "hydra/launcher=joblib"]
+    )
