@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 from torch import nn
+
+from tests.helpers import needs_sweep_extras
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 VAL_SPLIT = 64  # of the tiny digits' 320 training images
@@ -107,3 +110,13 @@ def test_time_sgd_step(script, capsys) -> None:
     milliseconds = script("time_sgd_step").main(["--steps", "3"])
     assert set(milliseconds) == {False, True} and all(ms > 0 for ms in milliseconds.values())
     assert capsys.readouterr().out.splitlines()[1].startswith("foreach=True: ")
+
+
+@needs_sweep_extras
+def test_search_benchmark_times_each_storage(script, tmp_path: Path) -> None:
+    """The storage measure (the search measures run whole searches: see docs/scale-out.md for their command)."""
+    out = tmp_path / "bench.jsonl"
+    lines = script("search_benchmark").main(["--measure", "storage", "--overhead-trials", "3", "--out", str(out)])
+    assert {line["storage"] for line in lines} >= {"sqlite", "journal"}
+    assert all(line["trials"] == 3 and 0 < line["ms_per_trial_median"] <= line["ms_per_trial_max"] for line in lines)
+    assert [json.loads(text) for text in out.read_text().splitlines()] == lines
