@@ -9,6 +9,8 @@ ARGS ?=
 TEST_WORKERS ?= 2  # pytest-xdist processes for make test (the suite is mostly single-threaded)
 RECIPES ?= baseline augmented dropout_steplr sequential_avgpool
 SEEDS ?= 3
+PORT ?= 8080  # make dashboard: the port on 127.0.0.1 (HOST) it serves on; 0: a free one
+HOST ?= 127.0.0.1
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -16,7 +18,7 @@ space := $(empty) $(empty)
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install lock train reproduce backprop bench test lint tensorboard clean
+.PHONY: help install lock train reproduce backprop bench test lint tensorboard dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,10 +30,10 @@ $(STAMP): pyproject.toml $(filter-out none,$(LOCK))
 	rm -f $(VENV)/.installed*
 	$(PYTHON) -m pip install --quiet --upgrade pip
 ifeq ($(LOCK),none)
-	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep]'
+	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep,tracking]'
 else
 	$(PYTHON) -m pip install --quiet --no-deps -r $(LOCK)
-	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep]'
+	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep,tracking]'
 	# what the lock no longer lists goes (a replaced plugin would still register its configs with Hydra)
 	$(PYTHON) -m pip list --format=freeze --exclude-editable | sed 's/==.*//' | LC_ALL=C sort > $(VENV)/.present
 	sed -n 's/==.*//p' $(LOCK) | LC_ALL=C sort | LC_ALL=C comm -23 $(VENV)/.present - | grep -vx pip \
@@ -45,10 +47,10 @@ lock:  ## rewrite requirements.lock: the newest versions pyproject.toml allows, 
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	python3 -m venv "$$tmp/venv"; py="$$tmp/venv/bin/python"; \
 	$$py -m pip install --quiet --upgrade pip; \
-	$$py -m pip install --quiet -e '.[dev,sweep]'; \
+	$$py -m pip install --quiet -e '.[dev,sweep,tracking]'; \
 	cons=$$($$py -m pip config list | sed -n "s/^[^:]*constraint='\(.*\)'$$/\1/p"); \
 	{ echo "# The exact versions make install installs. Written by make lock: pip resolved pyproject.toml's"; \
-	  echo "# [dev,sweep] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
+	  echo "# [dev,sweep,tracking] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
 	  echo "# on $$($$py -c 'import platform as p; print("Python", p.python_version(), p.system(), p.machine())')."; \
 	  echo "# pip's constraints: $${cons:-none}$${cons:+ ($$(cat $$cons | grep -v '^#' | paste -sd' ' -))}"; \
 	  echo "# Newest allowed instead of these: make install LOCK=none. Regenerate: make lock."; \
@@ -77,6 +79,10 @@ lint: install  ## ruff check and format check
 
 tensorboard: install  ## browse every run and multirun job under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
+
+dashboard: install  ## a search's study in optuna-dashboard: DIR=outputs/searches/<recipe> (or a storage URL), PORT=8080
+	$(PYTHON) -m src.dashboard $(or $(DIR),$(error give the search: make dashboard DIR=outputs/searches/<recipe>)) \
+		--port $(PORT) --host $(HOST)
 
 clean:  ## remove caches (never outputs/ or .venv)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
