@@ -21,7 +21,8 @@ TASKS = ("src.mnist", "src.backprop")
 # Test files that check something other than the one src/ module their name would give.
 NOT_NAMED_AFTER_A_MODULE = {
     "tests/mnist/test_recipes.py": "the composed recipes of conf/model/",
-    "tests/cli/test_scale_out.py": "DDP, the launchers and the Optuna search, through src.train",
+    "tests/cli/test_scale_out.py": "DDP and the launchers, through src.train",
+    "tests/cli/test_search.py": "the Optuna search (src/core/search.py) on the command line, through src.train",
     "tests/cli/test_real_data.py": "src.train, src.eval and src.predict on the real MNIST files",
 }
 
