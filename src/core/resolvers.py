@@ -21,6 +21,8 @@ RESOLVERS = {
 
 
 def register_resolvers() -> None:
-    """Idempotent: entry points, tests and launcher processes (which unpickle a job in a fresh interpreter) call it."""
+    """Idempotent: entry points, tests and launcher processes (which unpickle a job in a fresh interpreter) call it.
+    `pid` is cached like Hydra's `now`: a launcher's worker processes get the cache of the command's config, so a
+    multirun's sweep dir (`.../<time>-<pid>`) is the command's, not each worker's."""
     for name, resolver in RESOLVERS.items():
-        OmegaConf.register_new_resolver(name, resolver, replace=True)
+        OmegaConf.register_new_resolver(name, resolver, replace=True, use_cache=name == "pid")

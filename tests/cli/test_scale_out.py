@@ -84,19 +84,22 @@ def test_ddp_inside_a_basic_multirun_fails_each_job_in_one_line(
 @pytest.mark.slow
 @needs_sweep_extras
 def test_joblib_launcher_runs_jobs_in_parallel_and_the_sweep_is_aggregated(tiny_mnist: Path, tmp_path: Path) -> None:
+    """In the default sweep dir, `outputs/multiruns/<time>-<pid>`: one dir for the command, whichever worker process
+    runs a job."""
     result = run_cli(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=baseline", "seed=1,2", *TINY_RUN,
-        "trainer.max_epochs=1", *QUIET, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist,
-        env={"OMP_NUM_THREADS": "1"},
+        "trainer.max_epochs=1", *QUIET, data_dir=tiny_mnist, env={"OMP_NUM_THREADS": "1"}, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert sorted(path.name for path in sweep_dir.glob("*_baseline_seed*")) == ["0_baseline_seed1", "1_baseline_seed2"]
     assert "deprecated" not in result.stderr + result.stdout  # the worker processes filter library noise too
-    assert "JoblibLauncher" in (tmp_path / "multirun.yaml").read_text()
-    summaries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*/summary.json"))]
+    assert "JoblibLauncher" in (sweep_dir / "multirun.yaml").read_text()
+    summaries = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/summary.json"))]
     assert [summary["seed"] for summary in summaries] == [1, 2]
-    assert f"| baseline | {recipe_params('baseline'):,} | 1 | 1,2 |" in (tmp_path / "results.md").read_text()
-    aggregate_main([str(tmp_path), "--out", str(tmp_path / "again")])
-    assert (tmp_path / "again.md").read_text() == (tmp_path / "results.md").read_text()
+    assert f"| baseline | {recipe_params('baseline'):,} | 1 | 1,2 |" in (sweep_dir / "results.md").read_text()
+    aggregate_main([str(sweep_dir), "--out", str(sweep_dir / "again")])
+    assert (sweep_dir / "again.md").read_text() == (sweep_dir / "results.md").read_text()
 
 
 @needs_sweep_extras
