@@ -23,4 +23,9 @@ class OptunaSearch(Sweeper):
         self.search = Search(hydra_context=hydra_context, task_function=task_function, config=config, **self.settings)
 
     def sweep(self, arguments: list[str]) -> Any:
-        return self.search.sweep(arguments)
+        from src.core.cli import one_line_exit  # noqa: PLC0415
+
+        try:
+            return self.search.sweep(arguments)
+        except Exception as error:  # bad settings or storage: one `error:` line (anything else re-raised in full)
+            raise one_line_exit(error) from None

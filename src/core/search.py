@@ -69,21 +69,29 @@ def journal_path(storage: str) -> Path | None:
     return Path(storage.removeprefix("journal:").removeprefix("//")).expanduser().resolve()
 
 
+def check_storage(storage: str) -> None:
+    if not storage.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "journal:")):
+        raise UserError(f"hydra.sweeper.storage={storage!r} is not one of {STORAGES}")
+
+
 def open_storage(storage: str) -> optuna.storages.BaseStorage:
     """The study's storage, or one line naming the storage setting and what is valid or what failed."""
+    check_storage(storage)
     journal = journal_path(storage)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    if not storage.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
-        raise UserError(f"hydra.sweeper.storage={storage!r} is not one of {STORAGES}")
     # SQLite: workers wait for each other's writes instead of failing on a locked database.
     engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(database_url(storage), engine_kwargs=engine)
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"hydra.sweeper.storage={shown(storage)} cannot be opened: {reason}") from None
+        raise unusable(storage, error) from None
+
+
+def unusable(storage: str, error: Exception) -> UserError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"hydra.sweeper.storage={shown(storage)} cannot be opened: {reason}")
 
 
 @contextlib.contextmanager
@@ -104,7 +112,11 @@ def study_lock(storage: str, study_name: str) -> Iterator[None]:
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     engine = sqlalchemy.create_engine(database_url(storage), poolclass=sqlalchemy.pool.NullPool)
     try:
-        with engine.connect() as connection:
+        try:
+            connection = engine.connect()
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise unusable(storage, error) from None
+        with connection:
             connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
             try:
                 yield
@@ -235,6 +247,7 @@ class Search:
         for name, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"hydra.sweeper.{name}={value} must be a whole number >= 1")
+        check_storage(self.storage)
         if self.direction not in ("maximize", "minimize"):
             raise UserError(f"hydra.sweeper.direction={self.direction} is not one of maximize, minimize")
         if not 0 < self.heartbeat_interval < self.grace_period:

@@ -206,3 +206,21 @@ def test_a_killed_workers_trial_fails_and_a_restarted_worker_finishes_the_study(
     error = cli_in_process("src.train", *worker, "trainer.max_epochs=1", data_dir=tiny_mnist, monkeypatch=monkeypatch)
     assert error is None
     assert [trial.state.name for trial in study(storage).trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+@needs_sweep_extras
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("hydra.sweeper.storage=postgresql://me:pw@127.0.0.1:1/db",
+         "error: hydra.sweeper.storage=postgresql://me:***@127.0.0.1:1/db cannot be opened: "),
+        ("hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0 must be a whole number >= 1"),
+    ],
+)  # fmt: skip
+def test_a_search_that_cannot_start_is_one_line(
+    setting: str, message: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = cli_in_process("src.train", *SEARCH, setting, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error is not None and error.startswith(message) and "\n" not in error and "pw" not in error
+    assert not list(tmp_path.rglob("summary.json"))
