@@ -101,9 +101,13 @@ def study_lock(storage: str, study_name: str) -> Iterator[None]:
     (released when a killed holder's connection drops)."""
     journal = journal_path(storage)
     if journal is not None or storage.startswith("sqlite"):
-        path = journal if journal is not None else Path(storage.removeprefix("sqlite:///"))
-        lock = optuna.storages.journal.JournalFileOpenLock(f"{path}.{study_name}.lock")
-        lock.acquire()
+        path = journal if journal is not None else Path(storage.removeprefix("sqlite:///")).expanduser()
+        lock = optuna.storages.journal.JournalFileOpenLock(f"{path}.{study_name}")  # it adds `.lock`
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as error:
+            raise unusable(storage, error) from None
         try:
             yield
         finally:

@@ -161,13 +161,27 @@ def test_trials_are_pruned_under_the_launchers_that_run_them_in_other_processes(
 
 
 def storage_of(kind: str, tmp_path: Path, postgres: str | None) -> str:
-    return {"sqlite": f"sqlite:///{tmp_path / 'optuna.db'}", "journal": f"journal:{tmp_path / 'study.log'}",
-            "postgresql": postgres}[kind]  # fmt: skip
+    return {"sqlite": f"sqlite:///{tmp_path / 'optuna.db'}", "postgresql": postgres}[kind]
+
+
+@needs_sweep_extras
+def test_a_study_in_a_journal_file_is_continued_by_the_next_worker(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna's journal file, for cluster file systems without a database server (its lock is a file beside it)."""
+    storage = f"journal:{tmp_path / 'studies' / 'tiny.log'}"
+    worker = (*SEARCH, "trainer.max_epochs=1", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path}")
+    for n_trials in (1, 2):
+        error = cli_in_process("src.train", *worker, f"hydra.sweeper.n_trials={n_trials}", data_dir=tiny_mnist,
+                               monkeypatch=monkeypatch)  # fmt: skip
+        assert error is None
+    assert [trial.state.name for trial in study(storage).trials] == ["COMPLETE", "COMPLETE"]
+    assert not (tmp_path / "optuna.db").exists()
 
 
 @pytest.mark.slow
 @needs_sweep_extras
-@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_two_workers_share_one_study_of_exactly_n_trials(kind: str, tiny_mnist: Path, tmp_path: Path,
                                                           request: pytest.FixtureRequest) -> None:  # fmt: skip
     """Two workers started together on one study: every trial number is drawn once, by one of them, and the study
