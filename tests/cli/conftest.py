@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from src.mnist.data import missing_raw_files
+from src.mnist.files import missing_raw_files
 from tests.helpers import cli_in_process
 
 
