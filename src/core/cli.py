@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from src.core.errors import UserError, user_error_in
+from src.core.errors import UserError, exit_line, user_error_in
 from src.core.rundirs import CONF_DIR, holds_only_hydra_files, remove_what_the_start_wrote
 
 
@@ -19,12 +19,9 @@ def check_new_run_dir(output_dir: Path) -> None:
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
     """The `error: ...` exit for a UserError (re-raises anything else: that is a bug to see in full). A run that
     failed before producing anything leaves its dir as it found it: no dir, or the one that was there."""
-    cause = user_error_in(error)
-    if cause is None:
-        raise error
-    if output_dir is not None:
+    if output_dir is not None and user_error_in(error) is not None:
         remove_what_the_start_wrote(output_dir)
-    return SystemExit(f"error: {cause}")
+    return exit_line(error)
 
 
 def group_options(group: str) -> list[str]:

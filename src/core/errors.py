@@ -12,3 +12,11 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     while error is not None and not isinstance(error, UserError):
         error = error.__cause__
     return error
+
+
+def exit_line(error: Exception) -> SystemExit:
+    """The `error: ...` exit for a UserError; anything else is re-raised (a bug, to be seen in full)."""
+    cause = user_error_in(error)
+    if cause is None:
+        raise error
+    return SystemExit(f"error: {cause}")

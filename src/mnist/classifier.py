@@ -36,7 +36,7 @@ def shift_averaged(net: nn.Module, images: torch.Tensor, shifts: Sequence[tuple[
     if not shifts:
         return net(images)
     views = [images] + [torch.roll(images, shifts=(dy, dx), dims=(2, 3)) for dx, dy in shifts]
-    log_probs = net(torch.cat(views)).view(len(views), len(images), -1)
+    log_probs = net(torch.cat(views)).unflatten(0, (len(views), -1))  # views × images × classes
     return torch.logsumexp(log_probs, dim=0) - math.log(len(views))
 
 
