@@ -5,6 +5,7 @@ imports only numpy, Pillow and onnxruntime."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -21,13 +22,16 @@ MAX_PIXELS = 4096 * 4096  # a larger picture is refused before it is decoded (a 
 MIN_CONTRAST, MIN_INK_EXTENT = 0.2, 0.1
 
 
-def read_image(source: str | BinaryIO, name: str) -> np.ndarray:
-    """Grey levels in [0, 1] of an image file (or a file-like object), or one line naming `name` and why not."""
+def read_image(
+    source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """Grey levels in [0, 1] of an image file (or a file-like object), or one line naming `name` and why not.
+    `formats`: the only decoders to try (e.g. ("PNG",)); None: any Pillow reads."""
     try:
-        with Image.open(source) as image:
-            if image.width * image.height > MAX_PIXELS:
+        with Image.open(source, formats=formats) as image:
+            if image.width * image.height > max_pixels:
                 raise UserError(
-                    f"{name} is {image.width}×{image.height} pixels, over the {MAX_PIXELS:,} this reads; scale it down"
+                    f"{name} is {image.width}×{image.height} pixels, over the {max_pixels:,} this reads; scale it down"
                 )
             grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
             if image.has_transparency_data:
