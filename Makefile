@@ -16,7 +16,7 @@ space := $(empty) $(empty)
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install lock train reproduce backprop bench test lint tensorboard clean
+.PHONY: help install lock train reproduce backprop bench demo test lint tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml $(filter-out none,$(LOCK))
 	rm -f $(VENV)/.installed*
 	$(PYTHON) -m pip install --quiet --upgrade pip
 ifeq ($(LOCK),none)
-	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep]'
+	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep,export]'
 else
 	$(PYTHON) -m pip install --quiet --no-deps -r $(LOCK)
-	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep]'
+	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep,export]'
 endif
 	$(PYTHON) -m pip check
 	touch $(STAMP)
@@ -40,10 +40,10 @@ lock:  ## rewrite requirements.lock: the newest versions pyproject.toml allows, 
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	python3 -m venv "$$tmp/venv"; py="$$tmp/venv/bin/python"; \
 	$$py -m pip install --quiet --upgrade pip; \
-	$$py -m pip install --quiet -e '.[dev,sweep]'; \
+	$$py -m pip install --quiet -e '.[dev,sweep,export]'; \
 	cons=$$($$py -m pip config list | sed -n "s/^[^:]*constraint='\(.*\)'$$/\1/p"); \
 	{ echo "# The exact versions make install installs. Written by make lock: pip resolved pyproject.toml's"; \
-	  echo "# [dev,sweep] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
+	  echo "# [dev,sweep,export] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
 	  echo "# on $$($$py -c 'import platform as p; print("Python", p.python_version(), p.system(), p.machine())')."; \
 	  echo "# pip's constraints: $${cons:-none}$${cons:+ ($$(cat $$cons | grep -v '^#' | paste -sd' ' -))}"; \
 	  echo "# Newest allowed instead of these: make install LOCK=none. Regenerate: make lock."; \
@@ -62,6 +62,9 @@ backprop: install  ## the published backprop-by-hand sweep over six learning rat
 
 bench: install  ## train/eval throughput: published-style loop vs torchvision vs tensor pipeline (ARGS="--steps 938")
 	$(PYTHON) -m src.bench $(ARGS)
+
+demo: install  ## a page to draw a digit on (http://127.0.0.1:8000/): ARGS="onnx=outputs/exports/<run>/model.onnx"
+	$(PYTHON) -m src.demo $(ARGS)
 
 test: install  ## run the test suite (real-data tests run when DATA_DIR holds MNIST)
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)

@@ -113,6 +113,7 @@ def ink_runs(line: list[bool]) -> list[tuple[int, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium); .ci/run installs it")
 def test_digits_drawn_with_the_mouse_are_read_in_a_real_browser(server: DemoServer) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
