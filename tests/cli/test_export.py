@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import src.export
+import src.mnist.export
 from src.mnist.predictor import OnnxModel
 from src.mnist.record import load_trained
 from tests.helpers import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
@@ -68,7 +68,7 @@ def test_the_file_scores_what_the_checkpoint_does_at_any_batch_size(trained_run:
 def test_an_export_that_disagrees_with_pytorch_stops_in_one_line_and_writes_nothing(
     trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exporter = src.export.onnx_fp32
+    exporter = src.mnist.export.onnx_fp32
 
     def scrambled(model, props):  # another net than the checkpoint's: what a broken exporter would write
         other = copy.deepcopy(model)
@@ -77,7 +77,7 @@ def test_an_export_that_disagrees_with_pytorch_stops_in_one_line_and_writes_noth
                 parameter.mul_(-1)
         return exporter(other, props)
 
-    monkeypatch.setattr(src.export, "onnx_fp32", scrambled)
+    monkeypatch.setattr(src.mnist.export, "onnx_fp32", scrambled)  # src.export imports it anew when run
     error = cli_in_process("src.export", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
                            "latency_runs=1", f"hydra.run.dir={tmp_path / 'export'}", data_dir=tiny_mnist,
                            monkeypatch=monkeypatch)  # fmt: skip
@@ -96,8 +96,9 @@ def test_predict_from_the_file_imports_no_torch_and_reads_the_digits(exported: P
     Image.fromarray(np.full((60, 60), 255, dtype=np.uint8)).save(tmp_path / "blank.png")
     probe = (
         "import runpy, sys\n"
-        "for image in sys.argv[2:]:\n"
-        "    sys.argv = ['src.predict', 'onnx=' + sys.argv[1], 'image=' + image]\n"
+        "model, images = sys.argv[1], sys.argv[2:]\n"
+        "for image in images:\n"
+        "    sys.argv = ['src.predict', 'onnx=' + model, 'image=' + image]\n"
         "    runpy.run_module('src.predict', run_name='__main__')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pytorch_lightning', 'hydra', 'torchvision'}))"
     )
@@ -125,7 +126,7 @@ def not_a_digit_classifier(path: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda path: path.write_text("not a model") or path, "is not an ONNX model onnxruntime can run"),
+        (lambda path: (path.write_text("not a model"), path)[1], "is not an ONNX model onnxruntime can run"),
         (not_a_digit_classifier, "takes tensor(float) of shape ['N', 3, 32, 32]; expected one float input N×1×28×28"),
     ],
 )
