@@ -13,12 +13,10 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from src.core.cli import check_new_run_dir, one_line_exit
-from src.core.config import check_all_set
+from src.core.cli import in_new_dir
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import on_gpu
@@ -111,14 +109,8 @@ register_resolvers()  # before @hydra.main composes the config
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        check_all_set(cfg)
-        check_new_run_dir(output_dir)  # eval.json, or a training run's files: never overwritten
-        summary = evaluate(cfg, output_dir)
-        return summary["val_acc" if cfg.held_out else "test_acc"]
-    except Exception as error:
-        raise one_line_exit(error, output_dir) from None
+    summary = in_new_dir(cfg, evaluate)  # eval.json, or a training run's files: never overwritten
+    return summary["val_acc" if cfg.held_out else "test_acc"]
 
 
 if __name__ == "__main__":

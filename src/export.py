@@ -14,11 +14,9 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.core.cli import check_new_run_dir, one_line_exit
-from src.core.config import check_all_set
+from src.core.cli import in_new_dir
 from src.core.errors import UserError
 from src.core.files import replaced_atomically, write_json_atomically
 from src.core.provenance import provenance
@@ -115,13 +113,7 @@ register_resolvers()  # before @hydra.main composes the config
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        check_all_set(cfg)
-        check_new_run_dir(output_dir)
-        export(cfg, output_dir)
-    except Exception as error:
-        raise one_line_exit(error, output_dir) from None
+    in_new_dir(cfg, export)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,36 @@ composes, a run that would write into another run's dir refused, and every UserE
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from src.core.config import check_all_set
 from src.core.errors import UserError, exit_line, user_error_in
 from src.core.rundirs import CONF_DIR, holds_only_hydra_files, remove_what_the_start_wrote
+
+T = TypeVar("T")
 
 
 def check_new_run_dir(output_dir: Path) -> None:
     """A run (or eval) writes only into a dir that holds nothing but Hydra's config and logs, never another run's."""
     if not holds_only_hydra_files(output_dir):
         raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
+
+
+def in_new_dir(cfg: DictConfig, work: Callable[[DictConfig, Path], T]) -> T:
+    """An entry point that writes only into its own new dir (Hydra's run dir): `work(cfg, dir)` once every value is
+    set and the dir holds no other run's files; any UserError is one line, the dir left as it was found."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        check_all_set(cfg)
+        check_new_run_dir(output_dir)
+        return work(cfg, output_dir)
+    except Exception as error:
+        raise one_line_exit(error, output_dir) from None
 
 
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
