@@ -3,7 +3,6 @@ PyTorch checked before anything is written, and `src.predict` answering from the
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -13,9 +12,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-import src.mnist.export
+from src.core.errors import UserError
+from src.export import check
+from src.mnist.classifier import normalised
+from src.mnist.export import parity
+from src.mnist.files import read_digits
 from src.mnist.predictor import OnnxModel
 from src.mnist.record import load_trained
 from tests.helpers import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
@@ -65,25 +68,25 @@ def test_the_file_scores_what_the_checkpoint_does_at_any_batch_size(trained_run:
     np.testing.assert_allclose(runtime.log_probabilities(images[:1].numpy()), expected[:1], atol=1e-4)
 
 
-def test_an_export_that_disagrees_with_pytorch_stops_in_one_line_and_writes_nothing(
-    trained_run: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_file_that_disagrees_with_pytorch_is_refused_in_one_line(
+    trained_run: Path, tiny_mnist: Path, exported: Path
 ) -> None:
-    exporter = src.mnist.export.onnx_fp32
-
-    def scrambled(model, props):  # another net than the checkpoint's: what a broken exporter would write
-        other = copy.deepcopy(model)
-        with torch.no_grad():
-            for parameter in other.parameters():
-                parameter.mul_(-1)
-        return exporter(other, props)
-
-    monkeypatch.setattr(src.mnist.export, "onnx_fp32", scrambled)  # src.export imports it anew when run
-    error = cli_in_process("src.export", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
-                           "latency_runs=1", f"hydra.run.dir={tmp_path / 'export'}", data_dir=tiny_mnist,
-                           monkeypatch=monkeypatch)  # fmt: skip
-    assert error is not None and error.startswith("error: model.onnx disagrees with PyTorch on ")
-    assert error.endswith("; nothing written") and "\n" not in error
-    assert not (tmp_path / "export").exists()
+    """What a broken exporter would write: the exported graph with one conv's weights negated, checked as the export
+    checks its file (before writing anything) against the checkpoint on the tiny test set."""
+    graph = onnx.load(str(exported / "model.onnx"))
+    weight = next(tensor for tensor in graph.graph.initializer if len(tensor.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+    images, labels = read_digits(tiny_mnist, train=False)
+    batch = normalised(images)
+    with torch.inference_mode():
+        reference = load_trained(trained_run / "checkpoints" / "last.ckpt").model(batch).exp().numpy()
+    report = {"fp32": parity(OnnxModel(graph.SerializeToString(), "model.onnx"), batch.numpy(), reference,
+                             labels.numpy())}  # fmt: skip
+    with pytest.raises(UserError) as refused:
+        check(report, int8_max_loss=0.1)
+    message = str(refused.value)
+    assert message.startswith("model.onnx disagrees with PyTorch on ") and message.endswith("; nothing written")
+    assert f"of {TINY_TEST:,} test images (image " in message and "\n" not in message
 
 
 @pytest.mark.slow
