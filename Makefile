@@ -18,7 +18,7 @@ space := $(empty) $(empty)
 DATA_DIR ?= $(if $(wildcard ../shared/mnist/MNIST/raw),$(abspath ../shared/mnist),data)
 export DATA_DIR
 
-.PHONY: help install lock train reproduce backprop bench test lint tensorboard dashboard clean
+.PHONY: help install lock train reproduce backprop bench demo test lint tensorboard dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,10 +30,10 @@ $(STAMP): pyproject.toml $(filter-out none,$(LOCK))
 	rm -f $(VENV)/.installed*
 	$(PYTHON) -m pip install --quiet --upgrade pip
 ifeq ($(LOCK),none)
-	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep,tracking]'
+	$(PYTHON) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,sweep,tracking,export]'
 else
 	$(PYTHON) -m pip install --quiet --no-deps -r $(LOCK)
-	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep,tracking]'
+	$(PYTHON) -m pip install --quiet --no-deps -e '.[dev,sweep,tracking,export]'
 	# what the lock no longer lists goes (a replaced plugin would still register its configs with Hydra)
 	$(PYTHON) -m pip list --format=freeze --exclude-editable | sed 's/==.*//' | LC_ALL=C sort > $(VENV)/.present
 	sed -n 's/==.*//p' $(LOCK) | LC_ALL=C sort | LC_ALL=C comm -23 $(VENV)/.present - | grep -vx pip \
@@ -47,10 +47,10 @@ lock:  ## rewrite requirements.lock: the newest versions pyproject.toml allows, 
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	python3 -m venv "$$tmp/venv"; py="$$tmp/venv/bin/python"; \
 	$$py -m pip install --quiet --upgrade pip; \
-	$$py -m pip install --quiet -e '.[dev,sweep,tracking]'; \
+	$$py -m pip install --quiet -e '.[dev,sweep,tracking,export]'; \
 	cons=$$($$py -m pip config list | sed -n "s/^[^:]*constraint='\(.*\)'$$/\1/p"); \
 	{ echo "# The exact versions make install installs. Written by make lock: pip resolved pyproject.toml's"; \
-	  echo "# [dev,sweep,tracking] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
+	  echo "# [dev,sweep,tracking,export] to the newest allowed in a fresh venv ($$($$py -m pip --version | cut -d' ' -f1-2))"; \
 	  echo "# on $$($$py -c 'import platform as p; print("Python", p.python_version(), p.system(), p.machine())')."; \
 	  echo "# pip's constraints: $${cons:-none}$${cons:+ ($$(cat $$cons | grep -v '^#' | paste -sd' ' -))}"; \
 	  echo "# Newest allowed instead of these: make install LOCK=none. Regenerate: make lock."; \
@@ -69,6 +69,9 @@ backprop: install  ## the published backprop-by-hand sweep over six learning rat
 
 bench: install  ## train/eval throughput: published-style loop vs torchvision vs tensor pipeline (ARGS="--steps 938")
 	$(PYTHON) -m src.bench $(ARGS)
+
+demo: install  ## a page to draw a digit on (http://127.0.0.1:8000/): ARGS="onnx=outputs/exports/<run>/model.onnx"
+	$(PYTHON) -m src.demo $(ARGS)
 
 test: install  ## run the test suite (real-data tests run when DATA_DIR holds MNIST)
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     for path in args.ckpts:
         results[path] = {}
         for name in names:
-            model = load_trained(path, model_overrides={"test_time_shifts": SETS[name]}).model
+            model = load_trained(path, test_time_shifts=SETS[name]).model
             with torch.inference_mode():
                 predicted = torch.cat([model(batch).argmax(1) for batch in images])
             results[path][name] = 100 * (predicted == labels).float().mean().item()

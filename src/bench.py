@@ -94,7 +94,8 @@ def checked_test_images() -> int:
     """The files every variant needs, checked (or downloaded) once before anything is timed, as a run does (a missing
     or broken file is one line here, not a failed variant minutes later); returns how many test images they hold."""
     from src.core.cli import one_line_exit
-    from src.mnist.data import MNISTDataModule, idx_shape
+    from src.mnist.data import MNISTDataModule
+    from src.mnist.files import idx_shape
 
     root = data_root()
     try:

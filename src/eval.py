@@ -1,42 +1,45 @@
 """`python -m src.eval ckpt_path=...`: test loss and accuracy of a checkpoint, written to the eval's `eval.json`
 (its own name, so that tables of training runs never mistake an eval for one). `test_time_shifts=[]` (or other
 shifts) evaluates the same weights with other test-time shifts than the run's own; `held_out=true` evaluates them
-on the training images the run held out (`data.val_split`), where settings are chosen without the test set."""
+on the training images the run held out (`data.val_split`), where settings are chosen without the test set. A plain
+loop on torch alone (no Lightning): the same images, net and precision as the training run's test."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
 
-from src.core.cli import check_new_run_dir, one_line_exit
-from src.core.config import check_all_set
+from src.core.cli import in_new_dir
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
-from src.core.logs import quiet_known_noise
+from src.core.hardware import on_gpu
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
+from src.mnist.classifier import normalised
+from src.mnist.files import prepare_files, read_digits, split_order
 from src.mnist.record import RunRecord, Split, load_trained
 
 log = logging.getLogger(__name__)
+# Training's `trainer.precision` values an evaluation runs in, and the dtype each autocasts to (None: float32 as is).
+PRECISIONS = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    shifts = cfg.test_time_shifts
-    overrides = None if shifts is None else {"test_time_shifts": OmegaConf.to_container(shifts)}
-    model, record, epochs = load_trained(ckpt_path, model_overrides=overrides)
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    shifts = None if cfg.test_time_shifts is None else OmegaConf.to_container(cfg.test_time_shifts)
+    model, record, epochs = load_trained(ckpt_path, test_time_shifts=shifts)
     split = asdict(held_out_split(record, ckpt_path)) if cfg.held_out else {}
-    datamodule = instantiate(cfg.data, **split)
-    datamodule.prepare_data()
-    run_stage, stage = (trainer.validate, "val") if cfg.held_out else (trainer.test, "test")
-    metrics = run_stage(model, datamodule=datamodule, verbose=False)[0]
+    images, labels = evaluation_digits(Path(cfg.data.root).expanduser().resolve(), cfg.data.download, split)
+    device = torch.device("cuda" if on_gpu(cfg.device) else "cpu")
+    accuracy, loss = score(model, images, labels, cfg.data.eval_batch_size, device, cfg.precision)
+    stage = "val" if cfg.held_out else "test"
     summary = {
         "ckpt_path": str(ckpt_path),
         "recipe": record.recipe,
@@ -44,16 +47,50 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
         "params": model.num_params,
         "epoch": epochs,
         **split,
-        f"{stage}_acc": round(100.0 * metrics[f"{stage}/acc"], 4),
-        f"{stage}_loss": metrics[f"{stage}/loss"],
+        f"{stage}_acc": round(100.0 * accuracy, 4),
+        f"{stage}_loss": loss,
         "test_time_shifts": [list(shift) for shift in model.test_time_shifts],
-        **provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size),
+        **provenance(cfg.precision, device),
     }
     write_json_atomically(output_dir / "eval.json", summary)
     log.info("%s (recipe %s, epoch %d): %s acc %.2f%%, %s loss %.4f; written to %s", ckpt_path, summary["recipe"],
              summary["epoch"], stage, summary[f"{stage}_acc"], stage, summary[f"{stage}_loss"],
              output_dir / "eval.json")  # fmt: skip
     return summary
+
+
+def evaluation_digits(root: Path, download: bool, split: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels, or with a hold-out `split` the training images the run held out."""
+    prepare_files(root, download)
+    images, labels = read_digits(root, train=bool(split))
+    if not split:
+        return images, labels
+    held_out = split_order(len(images), split["split_seed"])[: split["val_split"]]
+    return images[held_out], labels[held_out]
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What training's `trainer.precision` computes evaluation in: float32, or autocast to bf16 or fp16."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision={precision} is not one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def score(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
+    precision: str,
+) -> tuple[float, float]:  # fmt: skip
+    """Accuracy (a fraction) and mean NLL of `model` on uint8 `images`, in batches of `batch_size`."""
+    model.to(device)
+    correct, loss_sum = 0, 0.0
+    with torch.inference_mode(), autocast(precision, device):
+        for start in range(0, len(images), batch_size):
+            targets = labels[start : start + batch_size].to(device)
+            log_probs = model(normalised(images[start : start + batch_size].to(device)))
+            loss_sum += F.nll_loss(log_probs, targets, reduction="sum").item()
+            correct += int((log_probs.argmax(dim=1) == targets).sum())
+    return correct / len(images), loss_sum / len(images)
 
 
 def held_out_split(record: RunRecord, ckpt_path: Path) -> Split:
@@ -67,20 +104,13 @@ def held_out_split(record: RunRecord, ckpt_path: Path) -> Split:
     return record.split
 
 
-quiet_known_noise()
 register_resolvers()  # before @hydra.main composes the config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        check_all_set(cfg)
-        check_new_run_dir(output_dir)  # eval.json, or a training run's files: never overwritten
-        summary = evaluate(cfg, output_dir)
-        return summary["val_acc" if cfg.held_out else "test_acc"]
-    except Exception as error:
-        raise one_line_exit(error, output_dir) from None
+    summary = in_new_dir(cfg, evaluate)  # eval.json, or a training run's files: never overwritten
+    return summary["val_acc" if cfg.held_out else "test_acc"]
 
 
 if __name__ == "__main__":

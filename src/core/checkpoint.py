@@ -1,6 +1,7 @@
 """Checkpoints that survive crashes and can be handed around safely: they are read with
 `torch.load(weights_only=True)` only, so a file cannot run code, and every `_target_` in the config they carry must
-be on an allowlist the task gives (this module knows no task)."""
+be on an allowlist the task gives (this module knows no task). Torch alone: reading a checkpoint imports no Lightning
+(its saving side is `src.core.checkpoint_io`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.utilities.types import _PATH
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from src.core.errors import UserError
-from src.core.files import replaced_atomically
 
 CONFIG_KEY = "run_config"  # where a checkpoint carries its run's config, the part whose targets are checked
 
@@ -68,20 +66,3 @@ def load_checkpoint(path: str | Path, allowed_targets: Set[str], key: str = "ckp
         raise UserError(f"{key}={path} is not a Lightning checkpoint (no state_dict)")
     check_targets(checkpoint.get(CONFIG_KEY), allowed_targets, path, key)
     return checkpoint
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints through `replaced_atomically` (Lightning writes the target file directly), read back through
-    `load_checkpoint`'s checks when a run resumes."""
-
-    def __init__(self, allowed_targets: Set[str]) -> None:
-        self.allowed_targets = allowed_targets
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with replaced_atomically(target) as partial:
-            super().save_checkpoint(checkpoint, partial, storage_options)
-
-    def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint(path, self.allowed_targets)

@@ -4,13 +4,20 @@ composes, a run that would write into another run's dir refused, and every UserE
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-from src.core.errors import UserError, user_error_in
+from src.core.config import check_all_set
+from src.core.errors import UserError, exit_line, user_error_in
 from src.core.rundirs import CONF_DIR, holds_only_hydra_files, remove_what_the_start_wrote
+
+T = TypeVar("T")
 
 
 def check_new_run_dir(output_dir: Path) -> None:
@@ -19,15 +26,24 @@ def check_new_run_dir(output_dir: Path) -> None:
         raise UserError(f"{output_dir} already holds another run's files; give hydra.run.dir a new folder")
 
 
+def in_new_dir(cfg: DictConfig, work: Callable[[DictConfig, Path], T]) -> T:
+    """An entry point that writes only into its own new dir (Hydra's run dir): `work(cfg, dir)` once every value is
+    set and the dir holds no other run's files; any UserError is one line, the dir left as it was found."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        check_all_set(cfg)
+        check_new_run_dir(output_dir)
+        return work(cfg, output_dir)
+    except Exception as error:
+        raise one_line_exit(error, output_dir) from None
+
+
 def one_line_exit(error: Exception, output_dir: Path | None = None) -> SystemExit:
     """The `error: ...` exit for a UserError (re-raises anything else: that is a bug to see in full). A run that
     failed before producing anything leaves its dir as it found it: no dir, or the one that was there."""
-    cause = user_error_in(error)
-    if cause is None:
-        raise error
-    if output_dir is not None:
+    if output_dir is not None and user_error_in(error) is not None:
         remove_what_the_start_wrote(output_dir)
-    return SystemExit(f"error: {cause}")
+    return exit_line(error)
 
 
 def group_options(group: str) -> list[str]:

@@ -14,6 +14,14 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     return error
 
 
+def exit_line(error: Exception) -> SystemExit:
+    """The `error: ...` exit for a UserError; anything else is re-raised (a bug, to be seen in full)."""
+    cause = user_error_in(error)
+    if cause is None:
+        raise error
+    return SystemExit(f"error: {cause}")
+
+
 class Pruned(Exception):
     """A search's run stopped early because its trial was judged hopeless; raised after the run wrote its figures,
     so that the search records the trial as pruned (not failed)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 
@@ -41,7 +41,8 @@ def overrides() -> list[str]:
 
 def provenance(precision: str, device: torch.device, processes: int = 1) -> dict[str, Any]:
     """The keys every summary.json / eval.json carries beside its figures: `device` names the machine (CPU model,
-    threads and bf16 support, or the GPU; `N × ...` for N DDP processes), `precision` what the run computed in."""
+    threads and bf16 support, or the GPU; `N × ...` for N DDP processes), `precision` what the run computed in.
+    Lightning's version is read from its installed metadata: an eval or export does not import it."""
     on_gpu = device.type == "cuda"
     name = device_description(device)
     return {
@@ -50,7 +51,11 @@ def provenance(precision: str, device: torch.device, processes: int = 1) -> dict
         "device_type": device.type,
         "bf16_native": gpu_has_native_bf16() if on_gpu else cpu_has_native_bf16(),
         "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "hydra": hydra.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "pytorch_lightning": version("pytorch-lightning"),
+            "hydra": hydra.__version__,
+        },
         **code_version(),
         "overrides": overrides(),
     }

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from src.mnist.images import MNIST_MEAN, MNIST_STD  # noqa: E402
+from src.mnist.record import RunRecord  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +223,15 @@ class TensorBoardFigures(pl.Callback):
             axis.set_title(f"pred {pred} / true {true}", fontsize=7)
         figure.tight_layout()
         return figure
+
+
+class RecordInCheckpoint(pl.Callback):
+    """Writes the run's record into every checkpoint (its form is `src.mnist.record`'s)."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.record.write_into(checkpoint)

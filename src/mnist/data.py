@@ -1,11 +1,10 @@
-"""MNIST as a LightningDataModule: the files, the optional validation hold-out, and the training augmentation."""
+"""MNIST as a LightningDataModule: the loaders over the files (`src.mnist.files`), the optional validation hold-out,
+and the training augmentation."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,83 +24,11 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from src.core.errors import UserError
-from src.core.files import replaced_atomically
 from src.mnist.augment import BatchAugment
+from src.mnist.files import TRAIN_SIZE, prepare_files, read_digits, split_order
 from src.mnist.images import MNIST_MEAN, MNIST_STD
 
-TRAIN_SIZE = 60_000
 PIPELINES = ("tensor", "torchvision")
-RAW_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
-OFFICIAL_ARCHIVES = dict(MNIST.resources)  # `<raw file>.gz` → its md5, as most mirrors ship MNIST
-
-
-def missing_raw_files(root: Path) -> list[str]:
-    """The MNIST files torchvision needs that are not under `root/MNIST/raw`."""
-    return [name for name in RAW_FILES if not (root / "MNIST" / "raw" / name).is_file()]
-
-
-def archives_of(root: Path, names: Sequence[str]) -> dict[str, Path]:
-    """Each raw file's `.gz` where one is, in `root/MNIST/raw` or in `root` itself (a folder of the four archives)."""
-    found = {}
-    for name in names:
-        for folder in (root / "MNIST" / "raw", root):
-            if (folder / f"{name}.gz").is_file():
-                found[name] = folder / f"{name}.gz"
-                break
-    return found
-
-
-def extract_archives(root: Path, checksums: Mapping[str, str] = OFFICIAL_ARCHIVES) -> None:
-    """The missing raw files from their `.gz` archives, each checked against its md5 first, written into
-    `root/MNIST/raw` as new files (nothing there is replaced)."""
-    raw = root / "MNIST" / "raw"
-    for name, archive in archives_of(root, missing_raw_files(root)).items():
-        digest = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
-        if digest != checksums[archive.name]:
-            raise UserError(
-                f"{archive} is not the official MNIST archive: md5 {digest}, expected {checksums[archive.name]}"
-            )
-        raw.mkdir(parents=True, exist_ok=True)
-        try:
-            with gzip.open(archive) as source, replaced_atomically(raw / name) as partial:
-                partial.write_bytes(source.read())
-        except (OSError, EOFError) as error:
-            raise UserError(f"{archive} cannot be extracted into {raw} ({error})") from None
-
-
-def idx_shape(path: Path) -> tuple[int, ...]:
-    """The shape an MNIST IDX file declares, after checking its magic number and length (torchvision would fail
-    deep inside with an assertion, or read a truncated file as garbage)."""
-    dims = 3 if "images" in path.name else 1
-    with path.open("rb") as handle:
-        header = handle.read(4 + 4 * dims)
-    expected_magic = 0x0800 + dims
-    magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
-    if magic != expected_magic:
-        found = "none (file too short)" if magic is None else f"0x{magic:08x}"
-        raise UserError(f"{path} is not an MNIST IDX file: magic number {found}, expected 0x{expected_magic:08x}")
-    shape = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    expected_size = len(header) + math.prod(shape)
-    if len(header) < 4 + 4 * dims or path.stat().st_size != expected_size:
-        raise UserError(
-            f"{path} is truncated or corrupt: {path.stat().st_size:,} bytes, its header {shape} needs {expected_size:,}"
-        )
-    return shape
-
-
-def check_raw_files(raw: Path) -> None:
-    """Magic numbers, lengths, and as many labels as images in each split."""
-    for split in ("train", "t10k"):
-        images, labels = idx_shape(raw / f"{split}-images-idx3-ubyte"), idx_shape(raw / f"{split}-labels-idx1-ubyte")
-        if images[0] != labels[0]:
-            raise UserError(f"{raw}/{split}-*-ubyte disagree: {images[0]:,} images but {labels[0]:,} labels")
 
 
 class ShardedBatches(DistributedSampler):
@@ -188,28 +115,8 @@ class MNISTDataModule(pl.LightningDataModule):
         self.eval_transform = transforms.Compose(normalise)
 
     def prepare_data(self) -> None:
-        """Use the files if present; otherwise download them, or stop with one line saying how to provide them."""
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"data.root={self.root} is a file; it must be a folder holding MNIST/raw/")
-        extract_archives(self.root)
-        missing = missing_raw_files(self.root)
-        if not missing:
-            check_raw_files(self.root / "MNIST" / "raw")
-            return
-        archives = archives_of(self.root, RAW_FILES)
-        seen = f"; of the .gz archives it holds only {', '.join(map(str, archives.values()))}" if archives else ""
-        hint = (
-            f"MNIST is not under {self.root}/MNIST/raw (missing {', '.join(missing)}{seen}); set DATA_DIR or "
-            "data.root to a folder holding MNIST/raw/ with the four *-ubyte files or their four .gz archives"
-        )
-        if not self.download:
-            raise UserError(f"{hint} (data.download=false)")
-        try:
-            MNIST(self.root, train=True, download=True)
-            MNIST(self.root, train=False, download=True)
-        except (OSError, RuntimeError) as error:
-            reason = str(error).splitlines()[0].rstrip(":")
-            raise UserError(f"{hint}, or run once with network access (download failed: {reason})") from error
+        """The files checked (extracted or downloaded where missing), or one line saying how to provide them."""
+        prepare_files(self.root, self.download)
 
     def check_split(self, processes: int) -> None:
         """Under DDP the batch sizes stay global: each of the N processes loads 1/N of every batch. Called before
@@ -229,7 +136,7 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.val_split == 0:
             self.train_set, self.val_set = train_set, self.test_set
             return
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        order = split_order(len(train_set), self.split_seed)
         held_out = self._dataset(train=True, augment=False) if self.pipeline == "torchvision" else train_set
         self.train_set = Subset(train_set, order[self.val_split :])
         self.val_set = Subset(held_out, order[: self.val_split])
@@ -239,9 +146,9 @@ class MNISTDataModule(pl.LightningDataModule):
         tensors on the training device, indexed a whole batch at a time."""
         if self.pipeline == "torchvision":
             return MNIST(self.root, train=train, transform=self.train_transform if augment else self.eval_transform)
-        raw = MNIST(self.root, train=train)
+        images, labels = read_digits(self.root, train)
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        return TensorDataset(raw.data.to(device), raw.targets.to(device))
+        return TensorDataset(images.to(device), labels.to(device))
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """`batch_size` is the global batch; under DDP each of the processes loads its share of it."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,13 +14,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.core.errors import UserError
 from src.core.rng import capture_rng_states, restore_rng_states
+from src.mnist.classifier import checked_shifts, shift_averaged
 from src.mnist.distill import Distillation
 from src.mnist.nets import count_parameters
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# MNIST's digits sit in the middle 20×20 of the 28×28 image: a roll by up to 4 px wraps only the empty margin.
-MAX_TEST_TIME_SHIFT = 4
 
 
 class Diverged(UserError):
@@ -67,15 +65,7 @@ class MNISTClassifier(pl.LightningModule):
             raise UserError(f"model.compile_mode={compile_mode!r} is not one of {modes} (null: no compiling)")
         self.compile_mode = compile_mode
         self.distillation = distillation
-        for shift in test_time_shifts:
-            pair = isinstance(shift, Sequence) and len(shift) == 2
-            whole_pixels = pair and all(isinstance(step, int) and not isinstance(step, bool) for step in shift)
-            if not whole_pixels or max(map(abs, shift)) > MAX_TEST_TIME_SHIFT:
-                raise UserError(
-                    f"model.test_time_shifts has {shift}; each shift is [dx, dy] in whole pixels, each at most "
-                    f"{MAX_TEST_TIME_SHIFT} (MNIST's empty margin), e.g. [[1, 0], [-1, 0], [0, 1], [0, -1]]"
-                )
-        self.test_time_shifts = [tuple(shift) for shift in test_time_shifts]
+        self.test_time_shifts = checked_shifts(test_time_shifts)
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.num_params = count_parameters(net)
         if self.num_params >= max_params:
@@ -99,11 +89,7 @@ class MNISTClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities. In evaluation with `test_time_shifts`, the mean of the probabilities over the image
         and its shifted copies (one batch through the net); training always sees the images as they are."""
-        if self.training or not self.test_time_shifts:
-            return self.net(x)
-        views = [x] + [torch.roll(x, shifts=(dy, dx), dims=(2, 3)) for dx, dy in self.test_time_shifts]
-        log_probs = self.net(torch.cat(views)).view(len(views), len(x), -1)
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(views))
+        return self.net(x) if self.training else shift_averaged(self.net, x, self.test_time_shifts)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, targets = batch

@@ -1,17 +1,17 @@
 """What an MNIST checkpoint carries beside its weights, written and read only here: the run's `RunRecord` (recipe,
 seed, the resolved model config, the net and its settings, the training split, the settings that decide what it
-learns), and what is built from it: a trained model for `src.eval` and `src.predict`, a distillation teacher, and a
-resumed run's checks."""
+learns), and what is built from it: a trained net for `src.eval`, `src.predict`, `src.export` and the page (on torch
+alone: nothing here imports Lightning), a distillation teacher, and a resumed run's checks."""
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
@@ -19,8 +19,8 @@ from src.core.checkpoint import CONFIG_KEY, load_checkpoint
 from src.core.errors import UserError
 from src.core.rundirs import UNFINISHED_MARK
 from src.mnist import nets
+from src.mnist.classifier import TrainedNet
 from src.mnist.distill import Distillation
-from src.mnist.module import MNISTClassifier
 
 FORMAT_VERSION = 1  # records without the field were written in this same form
 
@@ -29,11 +29,12 @@ def dotted_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-# The `_target_`s a checkpoint's model config may name: the module, distillation (it stores the teacher's path; the
-# teacher is read only when a training run starts), every net of src/mnist/nets.py, the optimisers and schedules of
-# conf/optimizer and conf/scheduler (spelled as those configs spell them).
+# The `_target_`s a checkpoint's model config may name: the training module (by name, as importing it imports
+# Lightning; tests/mnist/test_record.py checks the name against the class), distillation (it stores the teacher's
+# path; the teacher is read only when a training run starts), every net of src/mnist/nets.py, the optimisers and
+# schedules of conf/optimizer and conf/scheduler (spelled as those configs spell them).
 ALLOWED_TARGETS = frozenset({
-    dotted_name(MNISTClassifier),
+    "src.mnist.module.MNISTClassifier",
     dotted_name(Distillation),
     *(dotted_name(cls) for cls in vars(nets).values()
       if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == nets.__name__),
@@ -128,12 +129,18 @@ class RunRecord:
                 "version of this project; train it again with src.train"
             ) from None
 
-    def build_model(self, model_overrides: dict[str, Any] | None = None) -> MNISTClassifier:
-        """The untrained model of this record; `model_overrides` replace settings that do not touch the weights
-        (e.g. `test_time_shifts`), checked as the model checks them."""
-        return instantiate({**self.model, **(model_overrides or {})})
+    def write_into(self, checkpoint: dict[str, Any]) -> None:
+        """Stores the record in a checkpoint Lightning is about to save (`callbacks.RecordInCheckpoint`)."""
+        checkpoint[CONFIG_KEY] = self.as_plain_data()
 
-    def load_weights(self, model: pl.LightningModule, state_dict: dict[str, Any], path: str | Path, key: str) -> None:
+    def build_net(self, test_time_shifts: Sequence[Sequence[int]] | None = None) -> TrainedNet:
+        """The untrained net of this record with the recipe's test-time shifts, or `test_time_shifts` instead."""
+        settings = {name: value for name, value in self.model["net"].items() if name != "_target_"}
+        net = allowed_class(self.model["net"]["_target_"])(**settings)
+        shifts = self.model.get("test_time_shifts", []) if test_time_shifts is None else test_time_shifts
+        return TrainedNet(net, shifts, channels_last=bool(self.model.get("channels_last")))
+
+    def load_weights(self, model: nn.Module, state_dict: dict[str, Any], path: str | Path, key: str) -> None:
         """Loads the weights into `model`, or says in one line which net and settings they fit (not a size-mismatch
         traceback)."""
         shapes = {name: tuple(value.shape) for name, value in state_dict.items()}
@@ -159,9 +166,17 @@ def settings_with_defaults(target: str, settings: dict[str, Any]) -> dict[str, A
     if not settings:
         return settings
     try:
-        return get_class(target)(**settings).settings
+        return allowed_class(target)(**settings).settings
     except (TypeError, ValueError, UserError):
         return settings
+
+
+def allowed_class(target: str) -> type:
+    """The class an allowlisted `_target_` names (a checkpoint's targets are checked when it is read)."""
+    if target not in ALLOWED_TARGETS:
+        raise UserError(f"_target_={target!r} is not one of {', '.join(sorted(ALLOWED_TARGETS))}")
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> tuple[dict[str, Any], RunRecord]:
@@ -171,15 +186,17 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> tuple[dict[str,
 
 
 class Trained(NamedTuple):
-    model: MNISTClassifier  # in eval mode
+    model: TrainedNet  # in eval mode
     record: RunRecord
     epochs: int  # epochs it trained
 
 
-def load_trained(path: str | Path, key: str = "ckpt_path", model_overrides: dict[str, Any] | None = None) -> Trained:
-    """The trained model of a checkpoint `src.train` wrote, with its record."""
+def load_trained(
+    path: str | Path, key: str = "ckpt_path", test_time_shifts: Sequence[Sequence[int]] | None = None
+) -> Trained:
+    """The trained net of a checkpoint `src.train` wrote, with its record; `test_time_shifts` replace the recipe's."""
     checkpoint, record = read_checkpoint(path, key)
-    model = record.build_model(model_overrides)
+    model = record.build_net(test_time_shifts)
     record.load_weights(model, checkpoint["state_dict"], path, key)
     return Trained(model.eval(), record, checkpoint["epoch"] + 1)
 
@@ -196,18 +213,6 @@ def load_teacher(path: str | Path, split: Split) -> nn.Module:
             f"{split.val_split}, split_seed {split.split_seed}); train the teacher with the same split"
         )
     return teacher.model.net
-
-
-class RecordInCheckpoint(pl.Callback):
-    """Writes the run's record into every checkpoint."""
-
-    def __init__(self, record: RunRecord) -> None:
-        self.record = record
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint[CONFIG_KEY] = self.record.as_plain_data()
 
 
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:

@@ -19,18 +19,17 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from src import start_job_clock
-from src.core.checkpoint import AtomicCheckpointIO
+from src.core.checkpoint_io import AtomicCheckpointIO
 from src.core.errors import Pruned, UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
 from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run
-from src.mnist.callbacks import EpochLog, TrialReport
+from src.mnist.callbacks import EpochLog, RecordInCheckpoint, TrialReport
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.record import (
     ALLOWED_TARGETS,
-    RecordInCheckpoint,
     RunRecord,
     Split,
     check_same_learning,

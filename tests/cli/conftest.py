@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from src.mnist.data import missing_raw_files
+from src.mnist.files import missing_raw_files
 from tests.helpers import cli_in_process, postgres_bin_dir, throwaway_postgres
 
 

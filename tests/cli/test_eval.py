@@ -109,19 +109,23 @@ def test_a_failed_eval_removes_only_a_dir_it_made(tiny_mnist: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("module", "given", "unset"),
-    [("src.eval", ("hydra.run.dir=RUN",), "ckpt_path"), ("src.predict", ("ckpt_path=a.ckpt",), "image")],
+    ("module", "given", "unset", "message"),
+    [
+        ("src.eval", ("hydra.run.dir=RUN",), "ckpt_path", "has no value (??? in the config); give one"),
+        ("src.predict", ("ckpt_path=a.ckpt",), "image", "has no value; give one"),
+    ],
 )
 def test_a_value_left_unset_is_one_line(
-    module: str, given: tuple[str, ...], unset: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    module: str, given: tuple[str, ...], unset: str, message: str, tiny_mnist: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """Not OmegaConf's MissingMandatoryValue traceback; nothing is left behind: the eval's new dir is removed, and
     predict writes nothing where it runs."""
     args = [arg.replace("RUN", str(tmp_path / "run")) for arg in given]
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     error = cli_in_process(module, *args, data_dir=tiny_mnist, monkeypatch=monkeypatch, cwd=cwd)
-    assert error == f"error: {unset} has no value (??? in the config); give one on the command line: {unset}=..."
+    assert error == f"error: {unset} {message} on the command line: {unset}=..."
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cwd"] and not any(cwd.iterdir())
 
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.images import MNIST_MEAN, MNIST_STD, read_image, to_mnist
 from src.mnist.record import load_trained
-from src.predict import read_image, to_mnist
 from tests.helpers import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
 
 
@@ -88,8 +87,8 @@ def test_a_digit_drawn_on_a_transparent_canvas_reads_as_the_same_digit(ink: int,
     rgba = np.zeros((*images[0].shape, 4), dtype=np.uint8)
     rgba[..., :3], rgba[..., 3] = ink, images[0]
     Image.fromarray(rgba).save(drawn)  # RGBA, from the shape
-    expected = to_mnist(read_image(plain), plain)
-    np.testing.assert_allclose(to_mnist(read_image(drawn), drawn), expected, atol=1.5 / 255)
+    expected = to_mnist(read_image(plain, "plain"))
+    np.testing.assert_allclose(to_mnist(read_image(drawn, "drawn")), expected, atol=1.5 / 255)
 
 
 def test_any_size_and_position_is_brought_to_mnist_form() -> None:
@@ -99,7 +98,7 @@ def test_any_size_and_position_is_brought_to_mnist_form() -> None:
     big = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((84, 84), Image.Resampling.NEAREST))
     photo = np.full((200, 150), 255, dtype=np.uint8)  # black on white, off centre, any size
     photo[20:104, 10:94] = 255 - big
-    restored = to_mnist(photo.astype(np.float32) / 255, Path("photo.png"))
+    restored = to_mnist(photo.astype(np.float32) / 255)
     ys, xs = np.indices(digit.shape)
     centre_of_mass = (round(14 - (ys * digit).sum() / digit.sum()), round(14 - (xs * digit).sum() / digit.sum()))
     expected = np.roll(digit, centre_of_mass, axis=(0, 1))  # MNIST centres each digit by its centre of mass

@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision.datasets import MNIST
 
 from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.predictor import CheckpointModel
 from src.mnist.record import load_trained
 from src.predict import predict
 from tests.helpers import cli_in_process, recipe_params, train_in_process
@@ -56,7 +57,7 @@ def test_a_short_run_learns_real_mnist_and_eval_and_predict_agree(
         photo = np.full((150, 130), 255, dtype=np.uint8)
         photo[10:122, 5:117] = 255 - np.asarray(Image.fromarray(image).resize((112, 112), Image.Resampling.BILINEAR))
         Image.fromarray(photo).save(folder / f"{index:02d}_photo.png")
-    digits = {path.name: digit for path, digit, _, _ in predict(ckpt, folder)}
+    digits = {path.name: digit for path, digit, _, _ in predict(CheckpointModel(ckpt), folder)}
     model = load_trained(ckpt).model
     with torch.no_grad():
         direct = model((torch.from_numpy(images).float()[:, None] / 255 - MNIST_MEAN) / MNIST_STD).argmax(1).tolist()

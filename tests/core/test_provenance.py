@@ -49,7 +49,7 @@ def test_eval_writes_eval_json_with_provenance(trained_run: Path, tiny_mnist: Pa
         cfg = compose(
             config_name="eval",
             overrides=[f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"data.root={tiny_mnist}",
-                       "data.eval_batch_size=64", f"trainer.precision={trained['precision']}"],
+                       "data.eval_batch_size=64", f"precision={trained['precision']}"],
             return_hydra_config=True,
         )  # fmt: skip
     with open_dict(cfg):

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from src.core.errors import UserError
-from src.mnist.data import OFFICIAL_ARCHIVES, BatchAugment, MNISTDataModule, ShardedBatches
+from src.mnist.data import BatchAugment, MNISTDataModule, ShardedBatches
+from src.mnist.files import OFFICIAL_ARCHIVES
 from src.mnist.images import MNIST_MEAN, MNIST_STD
 from tests.helpers import (
     TINY_RUN,

@@ -16,6 +16,7 @@ from hydra.utils import get_class
 from src.core.cli import one_line_exit
 from src.core.errors import UserError
 from src.eval import evaluate
+from src.mnist.predictor import CheckpointModel
 from src.mnist.record import (
     ALLOWED_TARGETS,
     FORMAT_VERSION,
@@ -27,7 +28,6 @@ from src.mnist.record import (
     settings_with_defaults,
 )
 from src.mnist.run import train
-from src.predict import predict
 from tests.helpers import REPO, TINY_RUN, cli_in_process, compose_task, compose_train
 
 
@@ -56,9 +56,7 @@ def eval_entry(checkpoint: Path, data: Path, tmp_path: Path) -> None:
 
 
 def predict_entry(checkpoint: Path, data: Path, tmp_path: Path) -> None:
-    image = tmp_path / "digit.png"
-    image.write_bytes(b"not needed: the checkpoint is refused first")
-    predict(checkpoint, image)
+    CheckpointModel(checkpoint)
 
 
 def resume_entry(checkpoint: Path, data: Path, tmp_path: Path) -> None:
