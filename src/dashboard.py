@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from src.core.cli import module_installed
 from src.core.errors import UserError
+from src.core.serve import serve_until_interrupted
 
 if TYPE_CHECKING:
     import optuna
@@ -154,13 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{server.server_port}/dashboard"
-    print(*lines, f"optuna-dashboard: {url} (Ctrl-C stops it)", sep="\n", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, "\n".join([*lines, f"optuna-dashboard: {url} (Ctrl-C stops it)"]))
 
 
 if __name__ == "__main__":

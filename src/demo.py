@@ -18,6 +18,7 @@ from pathlib import Path
 
 from src.core.args import key_values
 from src.core.errors import UserError, exit_line
+from src.core.serve import serve_until_interrupted
 from src.mnist.images import read_image
 from src.mnist.predictor import Model, open_model, predict_picture
 
@@ -119,13 +120,7 @@ def main(args: list[str]) -> None:
     except Exception as error:
         raise exit_line(error) from None
     host, port = server.server_address[:2]
-    print(f"drawing page for {model.description} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, f"drawing page for {model.description} on http://{host}:{port}/ (Ctrl-C stops)")
 
 
 if __name__ == "__main__":
