@@ -31,7 +31,10 @@ register_resolvers()  # before @hydra.main composes, and in launcher processes t
 def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, ddp_child: bool) -> None:
     """What the command line may not combine, said before anything is built."""
     if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
-        raise UserError("resume=true and ckpt_path continue one run; run them without -m")
+        raise UserError(
+            "resume=true and ckpt_path continue one run; run them without -m (a multirun continues when run "
+            "again with its hydra.sweep.dir=...)"
+        )
     continues_here = cfg.get("resume") or continues_its_own_run(cfg.get("ckpt_path"), output_dir)
     # A multirun run again in its sweep dir: the task keeps each finished job and continues the others (or refuses).
     continues_job = multirun and cfg.task.get("continues_sweep_jobs", False)

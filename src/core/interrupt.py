@@ -58,6 +58,9 @@ class StopRequests:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        if self.signum is not None and exc[0] is not None:
+            # Stopped, and on its way out with all written: a further Ctrl-C would only turn the exit into a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
@@ -78,5 +81,5 @@ class StopRequests:
         requeue), if it had one."""
         handler: Callable[[int, FrameType | None], Any] | None = self._previous.get(self.signum)
         if self.signum in HANDED_OVER and callable(handler):
-            self.__exit__()
+            self.__exit__(None, None, None)
             handler(self.signum, None)

@@ -25,9 +25,9 @@ from src.core.checkpoint import AtomicCheckpointIO
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
+from src.core.interrupt import Interrupted, StopRequests
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
-from src.core.interrupt import Interrupted, StopRequests
 from src.core.rundirs import UNFINISHED_MARK, continues_its_own_run, is_finished
 from src.mnist.callbacks import EpochLog
 from src.mnist.module import Diverged, MNISTClassifier
