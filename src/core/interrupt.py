@@ -50,7 +50,9 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         handed_over = [signum for signum in HANDED_OVER if callable(signal.getsignal(signum))]
-        for signum in (*STOP_SIGNALS, *handed_over):
+        # A signal ignored when the run started stays ignored (`nohup`, a shell's background job and SIGINT).
+        stop_signals = [signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN]
+        for signum in (*stop_signals, *handed_over):
             self._previous[signum] = signal.signal(signum, self._on_sigterm if signum == signal.SIGTERM else self._on)
         return self
 

@@ -50,3 +50,14 @@ def test_the_command_continues_the_run_or_the_sweep() -> None:
     assert sweep.continue_command(["-m", "seed=1,2", "hydra.sweep.dir=old"]) == (
         "python -m src.train -m seed=1,2 hydra.sweep.dir=/sweep"
     )
+
+
+def test_a_signal_ignored_at_the_start_stays_ignored() -> None:
+    """`nohup`, or a shell's background job: SIGINT is ignored before the run starts, and stays so."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequests() as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and stop.signum is None
+    finally:
+        signal.signal(signal.SIGINT, before)
