@@ -77,7 +77,7 @@ def table(sweep: Path) -> list[dict]:
         return [{key: value for key, value in row.items() if key not in TIME_COLUMNS} for row in csv.DictReader(handle)]
 
 
-def repeat(rng: random.Random, work: Path) -> None:
+def repeat(rng: random.Random, work: Path, interruptions_at_most: int) -> None:
     data = write_tiny_mnist(work / "tiny")
     reference, sweep = work / "reference", work / "interrupted"
     started = time.perf_counter()
@@ -89,7 +89,11 @@ def repeat(rng: random.Random, work: Path) -> None:
         before = finished_files(sweep) if sweep.exists() else {}
         process = start([*SWEEP, f"hydra.sweep.dir={sweep}"], data, work / "interrupted.log")
         sessions += 1
-        delay = rng.uniform(1.0, 0.5 * uninterrupted_seconds)
+        # Once every job has finished, or after enough interruptions, the session is let end.
+        done = len({path.split("/")[0] for path in before}) == len(SWEEP[1].split(","))
+        delay = (
+            None if done or interruptions >= interruptions_at_most else rng.uniform(1.0, 0.5 * uninterrupted_seconds)
+        )
         name = rng.choice(sorted(SIGNALS))
         try:
             status = process.wait(timeout=delay)
@@ -100,8 +104,8 @@ def repeat(rng: random.Random, work: Path) -> None:
             interruptions += 1
         after = finished_files(sweep) if sweep.exists() else {}
         changed += sum(after.get(path) != digest for path, digest in before.items())
-        emit({"event": "session", "session": sessions, "signal": name, "after_s": round(delay, 1), "status": status,
-              "jobs_finished": len({path.split("/")[0] for path in after})})  # fmt: skip
+        emit({"event": "session", "session": sessions, "signal": name, "after_s": delay and round(delay, 1),
+              "status": status, "jobs_finished": len({path.split("/")[0] for path in after})})  # fmt: skip
         if name is None:
             assert status == 0, f"session {sessions} ended with {status}: see {work / 'interrupted.log'}"
             break
@@ -147,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("check", choices=["repeat", "lost"])
     parser.add_argument("--rounds-seed", type=int, default=0, help="seed of the random moments and signals")
+    parser.add_argument("--interruptions", type=int, default=20, help="repeat: at most this many, then it may end")
     parser.add_argument(
         "--run", nargs="*", default=["model=fast", "trainer.max_epochs=2", "trainer.limit_train_batches=0.5"],
         help="lost: the run's overrides (default: `fast`, 2 epochs of half the training batches)",
@@ -155,7 +160,7 @@ def main() -> None:
     rng = random.Random(args.rounds_seed)
     with tempfile.TemporaryDirectory() as work:
         emit({"event": "command", "argv": sys.argv[1:], "sweep": list(SWEEP) if args.check == "repeat" else args.run})
-        repeat(rng, Path(work)) if args.check == "repeat" else lost(rng, Path(work), args.run)
+        repeat(rng, Path(work), args.interruptions) if args.check == "repeat" else lost(rng, Path(work), args.run)
 
 
 if __name__ == "__main__":
