@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from src.core.cli import check_group_choices, check_new_run_dir, one_line_exit
 from src.core.errors import Pruned, UserError, user_error_in
+from src.core.interrupt import Interrupted
 from src.core.logs import quiet_known_noise
 from src.core.resolvers import register_resolvers
 from src.core.rundirs import FAILED_MARK, continues_its_own_run
@@ -30,9 +31,14 @@ register_resolvers()  # before @hydra.main composes, and in launcher processes t
 def check_run_request(cfg: DictConfig, output_dir: Path, multirun: bool, ddp_child: bool) -> None:
     """What the command line may not combine, said before anything is built."""
     if multirun and (cfg.get("resume") or cfg.get("ckpt_path")):
-        raise UserError("resume=true and ckpt_path continue one run; run them without -m")
+        raise UserError(
+            "resume=true and ckpt_path continue one run; run them without -m (a multirun continues when run "
+            "again with its hydra.sweep.dir=...)"
+        )
     continues_here = cfg.get("resume") or continues_its_own_run(cfg.get("ckpt_path"), output_dir)
-    if not (continues_here or ddp_child):  # only a run continuing in its own dir (or its DDP process) may reuse it
+    # A multirun run again in its sweep dir: the task keeps each finished job and continues the others (or refuses).
+    continues_job = multirun and cfg.task.get("continues_sweep_jobs", False)
+    if not (continues_here or continues_job or ddp_child):  # only a run continuing in its own dir may reuse it
         check_new_run_dir(output_dir)
 
 
@@ -46,6 +52,8 @@ def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # Lightning's DDP launcher restarts this script per extra device with hydra.run.dir set to this run's dir.
     ddp_child = os.environ.get("LOCAL_RANK", "0") != "0"
+    if multirun:
+        (output_dir / FAILED_MARK).unlink(missing_ok=True)  # a job run again: its earlier failure is in train.log
     try:
         check_run_request(cfg, output_dir, multirun, ddp_child)
         return instantiate(cfg.task.runner)(cfg, output_dir)
@@ -71,7 +79,11 @@ def multirun_flag_first(args: list[str]) -> list[str]:
 if __name__ == "__main__":
     sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     check_group_choices(sys.argv[1:])
-    main()
+    try:
+        main()
+    except Interrupted as stop:
+        print(f"{stop.what}; continue with: {stop.continue_command(sys.argv[1:])}", file=sys.stderr)
+        raise SystemExit(stop.code) from None
     # Python's last collections at exit walk every object torch and Lightning made (seconds, which the speedrun's
     # clock counts): collect the run's garbage now, then leave the rest to the process's end.
     gc.collect()

@@ -14,16 +14,7 @@ import torch
 
 from src.core.logs import IRRELEVANT_WARNINGS
 from src.core.resolvers import register_resolvers
-from tests.helpers import (
-    THREADS,
-    TINY_TEST,
-    TINY_TRAIN,
-    TRAINED_RUN,
-    ShellOnUnpickle,
-    tiny_digits,
-    train_in_process,
-    write_idx,
-)
+from tests.helpers import THREADS, TRAINED_RUN, ShellOnUnpickle, train_in_process, write_tiny_mnist
 
 register_resolvers()  # what the entry points do before Hydra composes
 torch.set_num_threads(THREADS)
@@ -51,14 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root in torchvision's layout (MNIST/raw/*-ubyte) with 320 train and 160 test images (`tiny_digits`)."""
-    root = tmp_path_factory.mktemp("tiny_mnist")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for split, count, seed in (("train", TINY_TRAIN, 0), ("t10k", TINY_TEST, 1)):
-        images, labels = tiny_digits(count, seed)
-        write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-    return root
+    return write_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,17 @@ def tiny_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
+def write_tiny_mnist(root: Path) -> Path:
+    """`root` as a data root in torchvision's layout (MNIST/raw/*-ubyte): 320 train and 160 test `tiny_digits`."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, count, seed in (("train", TINY_TRAIN, 0), ("t10k", TINY_TEST, 1)):
+        images, labels = tiny_digits(count, seed)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
 def broken_copy(tiny_mnist: Path, tmp_path: Path, name: str, content: bytes) -> Path:
     """A copy of the tiny data root with file `name` replaced by `content`."""
     root = tmp_path / "broken"

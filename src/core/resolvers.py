@@ -15,14 +15,17 @@ RESOLVERS = {
     "run_dir": run_dir,
     "config_subdir": config_subdir,
     "optuna_storage": optuna_storage,
-    "pid": os.getpid,
     "stderr_is_terminal": stderr_is_terminal,
 }
+# Resolved once per config, and carried with it into a launcher's job processes (submitit pickles the config): a
+# job, and a job submitit requeues, writes into the sweep dir of the command that launched it, not one named after
+# its own process.
+CACHED_RESOLVERS = {"pid": os.getpid}
 
 
 def register_resolvers() -> None:
-    """Idempotent: entry points, tests and launcher processes (which unpickle a job in a fresh interpreter) call it.
-    `pid` is cached like Hydra's `now`: a launcher's worker processes get the cache of the command's config, so a
-    multirun's sweep dir (`.../<time>-<pid>`) is the command's, not each worker's."""
+    """Idempotent: entry points, tests and launcher processes (which unpickle a job in a fresh interpreter) call it."""
     for name, resolver in RESOLVERS.items():
-        OmegaConf.register_new_resolver(name, resolver, replace=True, use_cache=name == "pid")
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+    for name, resolver in CACHED_RESOLVERS.items():
+        OmegaConf.register_new_resolver(name, resolver, replace=True, use_cache=True)

@@ -3,6 +3,7 @@ run wrote is ever overwritten."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -61,7 +62,9 @@ def remove_what_the_start_wrote(output_dir: Path) -> None:
 
 
 def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").is_file()
+    """The run wrote its summary.json, and not one recording that a signal stopped it."""
+    summary = run_dir / "summary.json"
+    return summary.is_file() and "interrupted" not in json.loads(summary.read_text())
 
 
 def latest_unfinished_run(runs_root: Path, run_name: str) -> Path | None:

@@ -215,13 +215,16 @@ def load_teacher(path: str | Path, split: Split) -> nn.Module:
     return teacher.model.net
 
 
-def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
-    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint."""
+def resume_checkpoint(cfg: DictConfig, output_dir: Path, sweep_job: bool = False) -> Path | None:
+    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint; a
+    multirun job continues from its dir's last checkpoint where it has one (a sweep run again in its sweep dir)."""
     if cfg.ckpt_path:
         return Path(cfg.ckpt_path).expanduser()
+    last = output_dir / UNFINISHED_MARK
+    if sweep_job:
+        return last if last.is_file() else None
     if not cfg.resume:
         return None
-    last = output_dir / UNFINISHED_MARK
     if not last.is_file():
         raise UserError(
             f"resume=true found no unfinished {cfg.run_name} run under {cfg.runs_dir} (a run dir with {UNFINISHED_MARK}"

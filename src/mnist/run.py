@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -23,9 +25,10 @@ from src.core.checkpoint_io import AtomicCheckpointIO
 from src.core.errors import Pruned, UserError
 from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
+from src.core.interrupt import Interrupted, StopRequests
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
-from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run
+from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run, is_finished
 from src.mnist.callbacks import EpochLog, RecordInCheckpoint, TrialReport
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.record import (
@@ -110,8 +113,11 @@ def relaunches_the_command(trainer: pl.Trainer) -> bool:
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     job_start = start_job_clock()  # before data loading: the `fast` goal counts it
     validate(cfg)
-    checkpoint_path = resume_checkpoint(cfg, output_dir)
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    checkpoint_path = resume_checkpoint(cfg, output_dir, sweep_job=multirun)
     checkpoint, record = read_checkpoint(checkpoint_path) if checkpoint_path is not None else (None, None)
+    if multirun and is_finished(output_dir):  # a multirun run again in its sweep dir: this job had finished
+        return finished_job(record, cfg, output_dir)
     continues_own_run = continues_its_own_run(checkpoint_path, output_dir)
     if continues_own_run:
         check_same_learning(record, cfg, output_dir)
@@ -136,7 +142,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO(ALLOWED_TARGETS)]
     )
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and relaunches_the_command(trainer):
         raise UserError(
             f"trainer.strategy={cfg.trainer.strategy} restarts this command once per process, which a multirun "
@@ -147,34 +152,56 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if slow_precision:
         log.warning(slow_precision)
 
+    seconds = {"train": 0.0, "test": 0.0}
     start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            if continues_own_run:
-                message, module = OWN_CHECKPOINT_DIR  # continuing this dir's own run: its checkpoints are there
-                warnings.filterwarnings("ignore", message=message, module=module)
-            trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
-    except Diverged as error:
-        last_good = output_dir / UNFINISHED_MARK
-        kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
-        raise UserError(f"training diverged: {error}; {kept}") from None
-    seconds = {"train": time.perf_counter() - start}
-    start = time.perf_counter()
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if cfg.test else {}
-    seconds["test"] = time.perf_counter() - start
+    with StopRequests() as stop:
+        try:
+            with warnings.catch_warnings():
+                if continues_own_run:
+                    message, module = OWN_CHECKPOINT_DIR  # continuing this dir's own run: its checkpoints are there
+                    warnings.filterwarnings("ignore", message=message, module=module)
+                if stop.signum is None:
+                    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_path, weights_only=True)
+            seconds["train"] = time.perf_counter() - start
+            start = time.perf_counter()
+            test = trainer.test(model, datamodule=datamodule, verbose=False)[0] if cfg.test and not stop.signum else {}
+            seconds["test"] = time.perf_counter() - start
+        except Diverged as error:
+            last_good = output_dir / UNFINISHED_MARK
+            kept = f"last good checkpoint: {last_good}" if last_good.is_file() else "no checkpoint had been written yet"
+            raise UserError(f"training diverged: {error}; {kept}") from None
+        except (SystemExit, KeyboardInterrupt):  # Lightning's SIGTERMException, or its exit after a second Ctrl-C
+            if stop.signum is None:
+                raise
+            seconds["train"] = seconds["train"] or time.perf_counter() - start
+        if stop.signum is not None:
+            summary = build_summary(cfg, model, epoch_log.rows, {}, seconds)
+            last = output_dir / UNFINISHED_MARK
+            summary["interrupted"] = {
+                "signal": signal.Signals(stop.signum).name,
+                "epoch": trainer.current_epoch + 1,  # the epoch it stopped in (one past the last, after the last)
+                "step": trainer.global_step,
+                "checkpoint": str(last) if last.is_file() else None,
+            }
+            write_summary(summary, checkpoint_path, trainer, output_dir)
+            kept = f"{last} holds epoch {len(epoch_log.rows)}" if last.is_file() else "no epoch had finished"
+            what = (
+                f"interrupted by {summary['interrupted']['signal']} in epoch {summary['interrupted']['epoch']} at "
+                f"step {trainer.global_step}; {kept}; {output_dir / 'summary.json'} records the figures so far"
+            )
+            log.warning(what)
+            stop.hand_over()  # a launcher's requeue, where it had claimed the signal
+            sweep_dir = Path(HydraConfig.get().sweep.dir).resolve() if multirun else None
+            raise Interrupted(stop.signum, what, output_dir, sweep_dir)
 
     summary = build_summary(cfg, model, epoch_log.rows, test, seconds)
-    summary["resumed_from"] = str(checkpoint_path) if checkpoint_path else None
     summary["pruned_at_epoch"] = report.pruned_at if report else None
-    summary.update(provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size))
+    write_summary(summary, checkpoint_path, trainer, output_dir)
     if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
         return summary
-    write_json_atomically(output_dir / "summary.json", summary)
     if summary["pruned_at_epoch"]:
-        pruned = (
-            f"pruned at epoch {summary['pruned_at_epoch']} of {cfg.trainer.max_epochs}: val acc {summary['val_acc']}"
-        )
-        (output_dir / PRUNED_MARK).write_text(pruned + "\n")
+        epochs = f"{summary['pruned_at_epoch']} of {cfg.trainer.max_epochs}"
+        (output_dir / PRUNED_MARK).write_text(f"pruned at epoch {epochs}: val acc {summary['val_acc']}\n")
     if logger:
         choices = {group: choice for group, choice in HydraConfig.get().runtime.choices.items() if "hydra" not in group}
         hparams = {**choices, "seed": cfg.seed, "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size}
@@ -203,6 +230,22 @@ def trial_report(cfg: DictConfig, epoch_log: EpochLog) -> TrialReport | None:
     from src.core.search import trial_of_this_run  # noqa: PLC0415 - Optuna's import is paid by searches only
 
     return TrialReport(trial_of_this_run(cfg.search_trial), epoch_log)
+
+
+def write_summary(summary: dict[str, Any], resumed_from: Path | None, trainer: pl.Trainer, output_dir: Path) -> None:
+    """Adds where the run continued from and the provenance, and writes summary.json (rank 0 only)."""
+    summary["resumed_from"] = str(resumed_from) if resumed_from else None
+    summary.update(provenance(str(trainer.precision), trainer.strategy.root_device, trainer.world_size))
+    if trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
+        write_json_atomically(output_dir / "summary.json", summary)
+
+
+def finished_job(record: RunRecord | None, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """A multirun job whose dir holds its finished run: kept as it is, if it learned under these settings."""
+    if record is not None:
+        check_same_learning(record, cfg, output_dir)
+    log.info("%s finished in an earlier session: kept (%s)", output_dir.name, output_dir / "summary.json")
+    return json.loads((output_dir / "summary.json").read_text())
 
 
 def run(cfg: DictConfig, output_dir: Path) -> float:

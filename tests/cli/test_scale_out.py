@@ -4,8 +4,11 @@ Each engine that starts processes runs once on the command line (marked slow); t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from tests.helpers import (
     run_cli,
     train_in_process,
 )
+from tests.mnist.test_run import DETERMINISTIC, comparable, start_cli, wait_for
 
 QUIET = ("logger=none",)
 
@@ -121,13 +125,33 @@ def test_slurm_launcher_config_composes_from_its_yaml() -> None:
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm is True
 
 
+def submitit_task(folder: Path) -> int | None:
+    """The pid of the process running a submitit job whose submission folder is under `folder`, if one runs."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"submitit.core._submit" in args and any(str(folder).encode() in arg for arg in args):
+                return int(cmdline.parent.name)
+    return None
+
+
 @pytest.mark.slow
 @needs_sweep_extras
-def test_submitit_launcher_runs_a_job(tiny_mnist: Path, tmp_path: Path) -> None:
-    """The submitit plugin that `hydra/launcher=slurm` uses, with its local executor (no cluster here)."""
-    result = run_cli("-m", "hydra/launcher=submitit_local", "model=baseline", *TINY_RUN, "trainer.max_epochs=1",
-                     *QUIET, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / ".submitit").is_dir()
-    assert json.loads((tmp_path / "0_baseline_seed1" / "summary.json").read_text())["epochs"] == 1
-    assert (tmp_path / "results.md").is_file()
+def test_submitit_launcher_requeues_a_job_on_the_time_limits_signal(tiny_mnist: Path, tmp_path: Path) -> None:
+    """The submitit plugin that `hydra/launcher=slurm` uses, with its local executor (no cluster here): SIGUSR2, which
+    submitit has SLURM send before the time limit (and on preemption), in epoch 2 stops the job cleanly, submitit
+    checkpoints and requeues it, and the requeued job continues its dir to the uninterrupted result."""
+    sweep = tmp_path / "sweep"
+    job = start_cli("-m", "hydra/launcher=submitit_local", *DETERMINISTIC, f"hydra.sweep.dir={sweep}",
+                    data_dir=tiny_mnist, stderr=tmp_path / "sweep.err")  # fmt: skip
+    expected = train_in_process(*DETERMINISTIC, run_dir=tmp_path / "reference", data_dir=tiny_mnist)
+    last = sweep / "0_dropout_steplr_seed3" / "checkpoints" / "last.ckpt"
+    wait_for(lambda: last.is_file() and submitit_task(sweep) is not None, job)
+    os.kill(submitit_task(sweep), signal.SIGUSR2)
+    assert job.wait(timeout=600) == 0, (tmp_path / "sweep.err").read_text()[-3000:]
+    summary = json.loads((last.parent.parent / "summary.json").read_text())
+    assert summary["resumed_from"] == str(last), "the requeued job continued the job's dir"
+    assert comparable(summary) == comparable(expected)
+    logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*.out"))
+    assert "interrupted by SIGUSR2 in epoch 2" in logs and "Requeued job" in logs
+    assert (sweep / "results.md").is_file()

@@ -247,6 +247,6 @@ def test_continuing_a_run_inside_a_multirun_is_one_line(
                            data_dir=tiny_mnist, monkeypatch=monkeypatch)  # fmt: skip
     assert error == (
         "error: 1 of 1 jobs failed: 0_dropout_steplr_seed1 (error: resume=true and ckpt_path continue one run; run "
-        "them without -m)"
+        "them without -m (a multirun continues when run again with its hydra.sweep.dir=...))"
     )
     assert not (tmp_path / "0_dropout_steplr_seed1" / "checkpoints").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from src.core.rundirs import is_finished, latest_unfinished_run
 from tests.helpers import TINY_RUN, cli_in_process, compose_train
 
 
@@ -37,3 +39,15 @@ def test_a_dir_holding_a_run_is_never_reused(
     assert (finished / "summary.json").read_bytes() == before
     last = Path("checkpoints") / "last.ckpt"
     assert (finished / last).read_bytes() == (trained_run / last).read_bytes()
+
+
+def test_a_run_a_signal_stopped_is_unfinished(tmp_path: Path) -> None:
+    """Its summary.json records the interruption: resume=true still continues it."""
+    run_dir = tmp_path / "2026-01-01_00-00-00-000000-1_tiny_seed1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run_dir / "summary.json").write_text(json.dumps({"interrupted": {"signal": "SIGTERM", "epoch": 2, "step": 9}}))
+    assert not is_finished(run_dir)
+    assert latest_unfinished_run(tmp_path, "tiny_seed1") == run_dir
+    (run_dir / "summary.json").write_text(json.dumps({"epochs": 2}))
+    assert is_finished(run_dir) and latest_unfinished_run(tmp_path, "tiny_seed1") is None

@@ -1,6 +1,7 @@
-"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume to the uninterrupted result, a resume under changed
-settings refused, divergence stopped with the last good checkpoint kept; what a run that evaluates nothing reports;
-the strategies a multirun cannot run."""
+"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume and a signal's clean stop to the uninterrupted result,
+a multirun run again in its sweep dir continuing where it stopped, a resume under changed settings refused,
+divergence stopped with the last good checkpoint kept; what a run that evaluates nothing reports; the strategies a
+multirun cannot run."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
+from src.core.rundirs import is_finished
 from src.mnist.run import relaunches_the_command
 from tests.helpers import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, train_in_process
 
@@ -58,12 +61,36 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> No
         time.sleep(0.02)
 
 
+class SignalAt(pl.Callback):
+    """Sends `signum` to this process after step `step` of a run, the `occurrence`-th time any run of the test gets
+    there (counted in `counter`, a file, so that a multirun's later job or a continued run can be the one)."""
+
+    def __init__(self, signum: int, step: int, counter: str, occurrence: int = 1) -> None:
+        self.signum, self.step, self.counter, self.occurrence = signum, step, Path(counter), occurrence
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            seen = int(self.counter.read_text()) + 1 if self.counter.is_file() else 1
+            self.counter.write_text(str(seen))
+            if seen == self.occurrence:
+                signal.raise_signal(self.signum)
+
+
+def signal_at(signum: int, step: int, counter: Path, occurrence: int = 1) -> tuple[str, ...]:
+    """The overrides that add `SignalAt` to a run's callbacks."""
+    return (f"+callbacks.signal_at._target_={SignalAt.__module__}.SignalAt", f"+callbacks.signal_at.signum={signum}",
+            f"+callbacks.signal_at.step={step}", f"+callbacks.signal_at.counter={counter}",
+            f"+callbacks.signal_at.occurrence={occurrence}")  # fmt: skip
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT twice"])
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stop: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The killed run is a real process (SIGKILL: no handler runs); the uninterrupted reference and the resumed run
-    are the same code in this process, on the same thread count, so every figure must match exactly."""
+    """The stopped run is a real process (SIGKILL: no handler runs; a second Ctrl-C right after the first: no waiting
+    for the step to end, and the exit says so); the uninterrupted reference and the resumed run are the same code in
+    this process, on the same thread count, so every figure must match exactly."""
     runs = tmp_path / "runs"
     killed = start_cli(*DETERMINISTIC, f"runs_dir={runs}", data_dir=tiny_mnist, stderr=tmp_path / "killed.err")
     expected = train_in_process(*DETERMINISTIC, run_dir=tmp_path / "reference", data_dir=tiny_mnist)
@@ -76,10 +103,17 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     try:
         wait_for(in_epoch_two, killed)
     finally:
-        killed.send_signal(signal.SIGKILL)
-    assert killed.wait() == -signal.SIGKILL, (tmp_path / "killed.err").read_text()[-3000:]
+        for signum in [signal.SIGKILL] if stop == "SIGKILL" else [signal.SIGINT, signal.SIGINT]:
+            killed.send_signal(signum)
+            time.sleep(0.05)
+    stderr = (tmp_path / "killed.err").read_text()
+    assert killed.wait() == (-signal.SIGKILL if stop == "SIGKILL" else 128 + signal.SIGINT), stderr[-3000:]
     (run_dir,) = runs.iterdir()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "summary.json").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not is_finished(run_dir)
+    if stop != "SIGKILL":
+        assert "Traceback" not in stderr
+        assert json.loads((run_dir / "summary.json").read_text())["interrupted"]["signal"] == "SIGINT"
+        assert stderr.strip().splitlines()[-1].endswith(f"resume=true hydra.run.dir={run_dir}")
 
     with warnings.catch_warnings(record=True) as caught:
         error = cli_in_process("src.train", *DETERMINISTIC, f"runs_dir={runs}", "resume=true", data_dir=tiny_mnist,
@@ -93,6 +127,75 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert comparable(summary) == comparable(expected)
     assert (run_dir / ".hydra" / "config.yaml").is_file(), "the first run's config is kept"
     assert len(list((run_dir / ".hydra").glob("*/config.yaml"))) == 1, "the resumed run's config sits beside it"
+
+
+@pytest.fixture
+def restored_sigint() -> Iterator[None]:
+    """A run stopped by a signal ignores Ctrl-C on its way out (the process is ending): not this test process's."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+@pytest.mark.usefixtures("restored_sigint")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
+    signum: int, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """In this process: the signal arrives during step 13 (epoch 2 of 10 steps); the run ends that step, records the
+    interruption and the figures so far, exits 128 + the signal, and its line's command continues it."""
+    run_dir = tmp_path / "run"
+    args = (*TINY_RUN, "logger=none", *signal_at(signum, 13, tmp_path / "count"))
+    error = cli_in_process("src.train", *args, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error == str(128 + signum)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    name = signal.Signals(signum).name
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert summary["interrupted"] == {"signal": name, "epoch": 2, "step": 13, "checkpoint": str(last)}
+    assert [row["epoch"] for row in summary["per_epoch"]] == [1] and summary["test_acc"] is None
+    assert torch.load(last, weights_only=True)["epoch"] == 0 and not is_finished(run_dir)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"interrupted by {name} in epoch 2 at step 13; {last} holds epoch 1; ")
+    command = line.split("continue with: ")[1].split()
+    assert command[:3] == ["python", "-m", "src.train"] and command[-2:] == ["resume=true", f"hydra.run.dir={run_dir}"]
+
+    assert cli_in_process("src.train", *command[3:], data_dir=tiny_mnist, monkeypatch=monkeypatch) is None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "interrupted" not in summary and summary["epochs"] == 2 and is_finished(run_dir)
+    assert summary["resumed_from"] == str(last)
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_multirun_run_again_in_its_sweep_dir_continues_where_it_stopped(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM in job 1's second epoch stops the sweep; the same command again keeps job 0 as it was, continues job 1
+    from its checkpoint to the uninterrupted result, starts job 2, and writes the table over all three. Run again
+    under other settings, every job is refused in one line."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "seed=1,2,3", *TINY_RUN, "trainer.deterministic=true", "logger=none", f"hydra.sweep.dir={sweep}",
+            *signal_at(signal.SIGTERM, 13, tmp_path / "count", occurrence=2))  # fmt: skip
+    error = cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch)
+    assert error == str(128 + signal.SIGTERM)
+    job0, job1, job2 = (sweep / f"{num}_dropout_steplr_seed{num + 1}" for num in range(3))
+    assert is_finished(job0) and not is_finished(job1) and not job2.exists()
+    assert not (sweep / "results.md").exists(), "no table of a sweep that stopped"
+    job0_files = {path: path.read_bytes() for path in [job0 / "summary.json", *job0.glob("checkpoints/*")]}
+
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) is None
+    assert {path: path.read_bytes() for path in job0_files} == job0_files, "the finished job is kept as it was"
+    continued = json.loads((job1 / "summary.json").read_text())
+    assert continued["resumed_from"] == str(job1 / "checkpoints" / "last.ckpt")
+    expected = train_in_process(*args[2:-6], "seed=2", run_dir=tmp_path / "reference", data_dir=tiny_mnist)
+    assert comparable(continued) == comparable(expected)
+    assert is_finished(job2) and json.loads((job2 / "summary.json").read_text())["resumed_from"] is None
+    assert '"1,2,3"' in (sweep / "results.csv").read_text(), "the table is over the three seeds"
+
+    error = cli_in_process("src.train", *args, "optimizer.lr=0.02", data_dir=tiny_mnist, monkeypatch=monkeypatch)
+    assert error is not None and error.startswith("error: 3 of 3 jobs failed: 0_dropout_steplr_seed1 (error: the run")
+    assert "started with optimizer.lr=0.01 (now 0.02)" in error
+    assert {path: path.read_bytes() for path in job0_files} == job0_files
 
 
 def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:

@@ -1,0 +1,87 @@
+"""A run that a signal stops cleanly: SIGTERM, SIGINT and SIGUSR1 stop it at the next step boundary, through
+Lightning's own SIGTERM handling (the loops raise `SIGTERMException` after the step, or after the epoch's
+checkpoints at its end); a second Ctrl-C stops it at once. The run then records the interruption, says how to
+continue, and exits with 128 + the signal's number."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# Signals a launcher may have claimed before the run started (submitit: SIGUSR2, the time limit's warning or a
+# preemption, on which it checkpoints the job and requeues it). With a handler installed, the run stops cleanly
+# first and then hands the signal over; without one, it is left alone.
+HANDED_OVER = (signal.SIGUSR2,)
+
+
+class Interrupted(SystemExit):
+    """A run stopped by a signal: exits with 128 + its number. A SystemExit, so that Hydra's job runner and a
+    multirun's failure handler let it through and the whole sweep stops."""
+
+    def __init__(self, signum: int, what: str, run_dir: Path, sweep_dir: Path | None) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.what, self.run_dir, self.sweep_dir = signum, what, run_dir, sweep_dir
+
+    def continue_command(self, args: list[str]) -> str:
+        """The command that continues the run `args` (src.train's arguments) started: a multirun with its sweep dir
+        (finished jobs are kept, the rest continue or start), a run with `resume=true` in its own dir."""
+        if self.sweep_dir is not None:
+            kept = [arg for arg in args if not arg.startswith("hydra.sweep.dir=")]
+            return shlex.join(["python", "-m", "src.train", *kept, f"hydra.sweep.dir={self.sweep_dir}"])
+        replaced = ("resume=", "ckpt_path=", "hydra.run.dir=")
+        kept = [arg for arg in args if not arg.lstrip("+~").startswith(replaced)]
+        return shlex.join(["python", "-m", "src.train", *kept, "resume=true", f"hydra.run.dir={self.run_dir}"])
+
+
+class StopRequests:
+    """While entered: the first stop signal is recorded (`signum`) and passed to Lightning's SIGTERM handler (which
+    sets `trainer.received_sigterm`; outside `fit`/`test` nothing else happens, and the run checks `signum` itself); a
+    second SIGINT raises KeyboardInterrupt at once. Lightning composes the SIGTERM handler it installs with the one in
+    place when `fit` starts, this one, so a SIGTERM reaches both. On leaving, the previous handlers come back."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        handed_over = [signum for signum in HANDED_OVER if callable(signal.getsignal(signum))]
+        # A signal ignored when the run started stays ignored (`nohup`, a shell's background job and SIGINT).
+        stop_signals = [signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN]
+        for signum in (*stop_signals, *handed_over):
+            self._previous[signum] = signal.signal(signum, self._on_sigterm if signum == signal.SIGTERM else self._on)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        if self.signum is not None and exc[0] is not None:
+            # Stopped, and on its way out with all written: a further Ctrl-C would only turn the exit into a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def _on(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # the second Ctrl-C: no waiting for the step to end
+            return
+        self.signum = signum
+        lightning = signal.getsignal(signal.SIGTERM)
+        if callable(lightning) and lightning != self._on_sigterm:  # inside fit/test: Lightning's, which calls ours
+            lightning(signum, frame)
+
+    def hand_over(self) -> None:
+        """After the clean stop: the handler a launcher had installed for the signal (submitit's checkpoint and
+        requeue), if it had one."""
+        handler: Callable[[int, FrameType | None], Any] | None = self._previous.get(self.signum)
+        if self.signum in HANDED_OVER and callable(handler):
+            self.__exit__(None, None, None)
+            handler(self.signum, None)

@@ -1,0 +1,63 @@
+"""A signal's clean stop (src.core.interrupt): what the handlers record and pass on, and the command that continues."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from pathlib import Path
+
+import pytest
+
+from src.core.interrupt import Interrupted, StopRequests
+
+
+def test_the_first_signal_is_recorded_and_a_second_ctrl_c_stops_at_once() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), StopRequests() as stop:
+        signal.raise_signal(signal.SIGUSR1)  # outside Lightning's fit: recorded, nothing else
+        assert stop.signum == signal.SIGUSR1
+        signal.raise_signal(signal.SIGTERM)  # a later stop signal changes nothing
+        assert stop.signum == signal.SIGUSR1
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN, "stopped and on its way out: Ctrl-C is ignored"
+    signal.signal(signal.SIGINT, before)
+
+
+def test_the_handlers_come_back_and_a_launchers_signal_is_handed_over() -> None:
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+        with StopRequests() as stop:
+            signal.raise_signal(signal.SIGUSR2)
+            assert stop.signum == signal.SIGUSR2 and received == [], "not yet: the run stops cleanly first"
+            stop.hand_over()
+            assert received == [signal.SIGUSR2]
+        assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_the_command_continues_the_run_or_the_sweep() -> None:
+    run = Interrupted(signal.SIGTERM, "interrupted", Path("/runs/r 1"), None)
+    assert run.code == 143
+    args = ["model=tiny", "ckpt_path=/x.ckpt", "hydra.run.dir=/old", "seed=2"]
+    assert shlex.split(run.continue_command(args)) == [
+        "python", "-m", "src.train", "model=tiny", "seed=2", "resume=true", "hydra.run.dir=/runs/r 1"
+    ]  # fmt: skip
+    sweep = Interrupted(signal.SIGINT, "interrupted", Path("/sweep/1_tiny_seed2"), Path("/sweep"))
+    assert sweep.code == 130
+    assert sweep.continue_command(["-m", "seed=1,2", "hydra.sweep.dir=old"]) == (
+        "python -m src.train -m seed=1,2 hydra.sweep.dir=/sweep"
+    )
+
+
+def test_a_signal_ignored_at_the_start_stays_ignored() -> None:
+    """`nohup`, or a shell's background job: SIGINT is ignored before the run starts, and stays so."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequests() as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and stop.signum is None
+    finally:
+        signal.signal(signal.SIGINT, before)
