@@ -7,6 +7,7 @@ only the command-line tests use (`real_mnist`, `evaluated_run`) are in tests/cli
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings filters around each test, so the ones a run sets in-process would not hold for the next."""
     for message, module in IRRELEVANT_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}::{module}")
+    # Ctrl-C as at a terminal, for this process and the commands it starts: a suite started as a background job
+    # (`make test &`, some CI runners) inherits SIGINT ignored, which the interruption tests must be able to send.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
