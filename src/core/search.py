@@ -37,6 +37,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from src.core.errors import Pruned, UserError
+from src.core.files import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,13 @@ class Search:
             while trials := self.ask(study, space, extend):
                 heartbeat.trials = trials
                 overrides = [[*fixed, *drawn(trial), f"{TRIAL_KEY}={trial.number}"] for trial in trials]
-                jobs = launcher.launch(overrides, initial_job_idx=trials[0].number)
+                try:
+                    jobs = launcher.launch(overrides, initial_job_idx=trials[0].number)
+                except BaseException:  # stopped (a signal, Ctrl-C): its trials end now, not after the grace period
+                    for trial in trials:
+                        with contextlib.suppress(RuntimeError, ValueError):
+                            study.tell(trial, state=TrialState.FAIL)
+                    raise
                 for trial, job in zip(trials, jobs, strict=True):
                     state = self.tell(study, trial, job)
                     log.info("trial %d %s: %s", trial.number, state.name.lower(), json.dumps(trial.params))
@@ -369,4 +376,5 @@ class Search:
             results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
             sweep_dir = Path(self.config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+            with replaced_atomically(sweep_dir / "optimization_results.yaml") as partial:  # workers share the dir
+                OmegaConf.save(OmegaConf.create(results), partial)

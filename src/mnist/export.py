@@ -91,7 +91,8 @@ def onnx_int8(fp32: bytes, calibration: np.ndarray, props: dict[str, str]) -> by
             return None if batch is None else {INPUT_NAME: batch}
 
     quiet = logging.getLogger()  # the quantizer warns on the root logger about BatchNorm's 1-d weights
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # setLevel, not .level: it clears the loggers' cached levels both ways
     try:
         with tempfile.TemporaryDirectory() as scratch:
             source, prepared, target = (Path(scratch) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -102,7 +103,7 @@ def onnx_int8(fp32: bytes, calibration: np.ndarray, props: dict[str, str]) -> by
                             calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
             return with_metadata(onnx.load(str(target)), props)
     finally:
-        quiet.level = level
+        quiet.setLevel(level)
 
 
 def parity(runtime: OnnxModel, batch: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -196,7 +196,12 @@ def load_trained(
 ) -> Trained:
     """The trained net of a checkpoint `src.train` wrote, with its record; `test_time_shifts` replace the recipe's."""
     checkpoint, record = read_checkpoint(path, key)
-    model = record.build_net(test_time_shifts)
+    try:
+        model = record.build_net(test_time_shifts)
+    except (KeyError, TypeError, ValueError) as error:  # a handed-in record whose net settings no net takes
+        raise UserError(
+            f"{key}={path} holds a record whose net cannot be built ({type(error).__name__}: {error})"
+        ) from None
     record.load_weights(model, checkpoint["state_dict"], path, key)
     return Trained(model.eval(), record, checkpoint["epoch"] + 1)
 

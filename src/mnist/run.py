@@ -252,6 +252,6 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     """The task's runner (conf/task/mnist.yaml): trains, and returns `optimized_metric` for sweepers (a pruned
     search trial raises Pruned instead, after writing its figures)."""
     summary = train(cfg, output_dir)
-    if summary["pruned_at_epoch"]:
+    if summary.get("pruned_at_epoch"):  # summaries kept from before pruning have no such key
         raise Pruned(f"pruned at epoch {summary['pruned_at_epoch']}")
     return summary[cfg.optimized_metric]

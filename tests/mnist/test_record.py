@@ -134,6 +134,7 @@ def test_checkpoint_of_another_net_is_refused_in_one_line(
         (lambda record: record["net"].pop("settings"), "holds a run record this code cannot read (no 'settings')"),
         (lambda record: record.update(data=7), "holds a run record this code cannot read (TypeError)"),
         (lambda record: record.update(format_version=2), "holds a run record of format 2, newer than this code reads"),
+        (lambda record: record["model"]["net"].update(bogus=1), "holds a record whose net cannot be built (TypeError"),
     ],
 )
 def test_a_record_this_code_cannot_read_is_refused_in_one_line(
