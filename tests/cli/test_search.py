@@ -35,21 +35,21 @@ def study(storage: str, name: str = "tiny"):
     return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
-@pytest.mark.slow
 @needs_sweep_extras
 def test_optuna_search_maximises_held_out_accuracy_and_continues(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The first session on the command line, the second (which continues the study up to n_trials in all) in this
-    process."""
+    """Two sessions in this process: the second continues the study up to n_trials in all."""
     search = (
         "hparams_search=optuna", "model=tiny", *(arg for arg in TINY_RUN if "data.batch_size" not in arg),
         "data.batch_size=choice(16,32)", "trainer.max_epochs=1", "data.val_split=64", *QUIET,
         f"hydra.sweep.dir={tmp_path}",
     )  # fmt: skip
-    first = run_cli(*search, "hydra.sweeper.n_trials=3", data_dir=tiny_mnist)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "best trial of the study: val_acc" in first.stdout and "optimizer.lr=" in first.stdout
+    first = cli_in_process("src.train", *search, "hydra.sweeper.n_trials=3", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert first is None
+    printed = capsys.readouterr().out
+    assert "best trial of the study: val_acc" in printed and "optimizer.lr=" in printed
     summaries = [json.loads(path.read_text()) for path in tmp_path.rglob("summary.json")]
     assert len(summaries) == 3 and all(summary["test_acc"] is None for summary in summaries)  # test set untouched
     assert len({summary["per_epoch"][0]["lr"] for summary in summaries}) == 3
