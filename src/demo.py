@@ -114,11 +114,12 @@ def main(args: list[str]) -> None:
         if not values["port"].isdigit() or not 0 < int(values["port"]) < 65536:
             raise UserError(f"port={values['port']} is not a port number (1 to 65535)")
         model = open_model(values["onnx"], values["ckpt_path"])
-        server = DemoServer(model, values["host"], int(values["port"]))
-    except OSError as error:
-        raise SystemExit(f"error: cannot serve on {values['host']}:{values['port']} ({error.strerror})") from None
     except Exception as error:
         raise exit_line(error) from None
+    try:
+        server = DemoServer(model, values["host"], int(values["port"]))
+    except OSError as error:  # the address is taken, not this machine's, or the port needs privileges
+        raise SystemExit(f"error: cannot serve on {values['host']}:{values['port']} ({error.strerror})") from None
     host, port = server.server_address[:2]
     serve_until_interrupted(server, f"drawing page for {model.description} on http://{host}:{port}/ (Ctrl-C stops)")
 

@@ -19,12 +19,12 @@ from torch.nn import functional as F
 from src.core.cli import in_new_dir
 from src.core.errors import UserError
 from src.core.files import write_json_atomically
-from src.core.hardware import on_gpu
+from src.core.hardware import torch_device
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
 from src.mnist.classifier import normalised
-from src.mnist.files import prepare_files, read_digits, split_order
-from src.mnist.record import RunRecord, Split, load_trained
+from src.mnist.files import Split, evaluation_digits
+from src.mnist.record import RunRecord, load_trained
 
 log = logging.getLogger(__name__)
 # Training's `trainer.precision` values an evaluation runs in, and the dtype each autocasts to (None: float32 as is).
@@ -32,12 +32,12 @@ PRECISIONS = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mix
 
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
+    device = torch_device(cfg.device)
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
     shifts = None if cfg.test_time_shifts is None else OmegaConf.to_container(cfg.test_time_shifts)
-    model, record, epochs = load_trained(ckpt_path, test_time_shifts=shifts)
-    split = asdict(held_out_split(record, ckpt_path)) if cfg.held_out else {}
+    model, record, epochs, _ = load_trained(ckpt_path, test_time_shifts=shifts)
+    split = held_out_split(record, ckpt_path) if cfg.held_out else None
     images, labels = evaluation_digits(Path(cfg.data.root).expanduser().resolve(), cfg.data.download, split)
-    device = torch.device("cuda" if on_gpu(cfg.device) else "cpu")
     accuracy, loss = score(model, images, labels, cfg.data.eval_batch_size, device, cfg.precision)
     stage = "val" if cfg.held_out else "test"
     summary = {
@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
         "seed": record.seed,
         "params": model.num_params,
         "epoch": epochs,
-        **split,
+        **(asdict(split) if split else {}),
         f"{stage}_acc": round(100.0 * accuracy, 4),
         f"{stage}_loss": loss,
         "test_time_shifts": [list(shift) for shift in model.test_time_shifts],
@@ -57,16 +57,6 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
              summary["epoch"], stage, summary[f"{stage}_acc"], stage, summary[f"{stage}_loss"],
              output_dir / "eval.json")  # fmt: skip
     return summary
-
-
-def evaluation_digits(root: Path, download: bool, split: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images and labels, or with a hold-out `split` the training images the run held out."""
-    prepare_files(root, download)
-    images, labels = read_digits(root, train=bool(split))
-    if not split:
-        return images, labels
-    held_out = split_order(len(images), split["split_seed"])[: split["val_split"]]
-    return images[held_out], labels[held_out]
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

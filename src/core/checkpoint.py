@@ -5,6 +5,7 @@ be on an allowlist the task gives (this module knows no task). Torch alone: read
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from collections.abc import Iterable, Iterator, Set
@@ -44,17 +45,27 @@ def check_targets(config: Any, allowed_targets: Set[str], path: Path, key: str =
             raise UserError(f"{key}={path} names _target_={value!r}, which is not one of {allowed}; not loaded")
 
 
-def load_checkpoint(path: str | Path, allowed_targets: Set[str], key: str = "ckpt_path") -> dict[str, Any]:
-    """The checkpoint on the CPU (whatever device saved it), read with `weights_only=True` (tensors and plain
-    containers, no code), the `_target_`s of its config checked against `allowed_targets`; or one line, naming the
-    setting `key` that gave the path, saying why it is refused."""
+def checkpoint_bytes(path: str | Path, key: str = "ckpt_path") -> bytes:
+    """The file's contents, read once: what is hashed is what is loaded."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{key}={path} is not a file")
+    return path.read_bytes()
+
+
+def load_checkpoint(
+    path: str | Path, allowed_targets: Set[str], key: str = "ckpt_path", contents: bytes | None = None
+) -> dict[str, Any]:
+    """The checkpoint on the CPU (whatever device saved it), read with `weights_only=True` (tensors and plain
+    containers, no code), the `_target_`s of its config checked against `allowed_targets`; or one line, naming the
+    setting `key` that gave the path, saying why it is refused. `contents`: the file's bytes, where already read."""
+    path = Path(path).expanduser()
+    if contents is None:
+        contents = checkpoint_bytes(path, key)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(io.BytesIO(contents), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; garbage fails to unpickle too
+        if not zipfile.is_zipfile(io.BytesIO(contents)):  # torch.save writes a zip archive; garbage fails to unpickle
             raise UserError(f"{key}={path} is not a readable checkpoint (not a file torch.save wrote)") from None
         raise UserError(
             f"{key}={path} holds Python objects beyond tensors and plain data, and is not loaded (unpickling them "

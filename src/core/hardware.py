@@ -8,9 +8,24 @@ from pathlib import Path
 
 import torch
 
+from src.core.errors import UserError
+
+DEVICES = ("auto", "cpu", "gpu", "cuda")  # what `device=` takes outside training (auto: the GPU where there is one)
+
 
 def on_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def torch_device(accelerator: str, key: str = "device") -> torch.device:
+    """The device `key=accelerator` names, or one line for a name it does not know or a GPU this machine lacks."""
+    if accelerator not in DEVICES:
+        raise UserError(f"{key}={accelerator} is not one of {', '.join(DEVICES)}")
+    if not on_gpu(accelerator):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"{key}={accelerator}, but torch sees no CUDA GPU on this machine; use {key}=cpu (or auto)")
+    return torch.device("cuda")
 
 
 @cache

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -120,6 +121,25 @@ def read_digits(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return raw.data, raw.targets
 
 
+@dataclass(frozen=True)
+class Split:
+    """The training images a run held out: `val_split` of them, drawn with `split_seed` (0: none held out)."""
+
+    val_split: int
+    split_seed: int
+
+
 def split_order(size: int, split_seed: int) -> list[int]:
     """The training images' order for a hold-out: the first `val_split` are held out, the rest trained on."""
     return torch.randperm(size, generator=torch.Generator().manual_seed(split_seed)).tolist()
+
+
+def evaluation_digits(root: Path, download: bool, split: Split | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels, or with a hold-out `split` (`val_split`, `split_seed`) the training images a run
+    held out: what an evaluation scores on, outside training."""
+    prepare_files(root, download)
+    images, labels = read_digits(root, train=split is not None)
+    if split is None:
+        return images, labels
+    held_out = split_order(len(images), split.split_seed)[: split.val_split]
+    return images[held_out], labels[held_out]

@@ -95,7 +95,7 @@ class OnnxModel:
             values = json.loads(stated) if stated else {"mean": MNIST_MEAN, "std": MNIST_STD}
             return float(values["mean"]), float(values["std"])
         except (ValueError, KeyError, TypeError):
-            raise UserError(f"{name}'s {META_PREFIX}normalisation is not {{mean, std}}: {stated[:80]}") from None
+            raise UserError(f"{name}'s {META_PREFIX}normalisation is not {{mean, std}}: {stated[:80]!r}") from None
 
     def log_probabilities(self, batch: np.ndarray) -> np.ndarray:
         """The graph's output for a normalised N×1×28×28 float32 batch."""

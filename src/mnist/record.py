@@ -5,6 +5,7 @@ alone: nothing here imports Lightning), a distillation teacher, and a resumed ru
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Sequence
@@ -15,12 +16,12 @@ from typing import Any, NamedTuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from src.core.checkpoint import CONFIG_KEY, load_checkpoint
+from src.core.checkpoint import CONFIG_KEY, checkpoint_bytes, load_checkpoint
 from src.core.errors import UserError
-from src.core.rundirs import UNFINISHED_MARK
 from src.mnist import nets
 from src.mnist.classifier import TrainedNet
 from src.mnist.distill import Distillation
+from src.mnist.files import Split
 
 FORMAT_VERSION = 1  # records without the field were written in this same form
 
@@ -51,14 +52,6 @@ NOT_LEARNING = ("data.root", "data.download", "data.num_workers", "data.eval_bat
                 "model.channels_last", "model.optimizer", "model.scheduler", "model.test_time_shifts",
                 "model.max_params", "model.distillation.checkpoint", "optimizer.foreach")  # fmt: skip
 TRAINER_LEARNING = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "gradient_clip_val")
-
-
-@dataclass(frozen=True)
-class Split:
-    """The training images a run held out: `val_split` of them, drawn with `split_seed` (0: none held out)."""
-
-    val_split: int
-    split_seed: int
 
 
 @dataclass(frozen=True)
@@ -179,9 +172,12 @@ def allowed_class(target: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> tuple[dict[str, Any], RunRecord]:
-    """The checkpoint (weights-only, its targets checked) and its record; one line naming `key` if refused."""
-    checkpoint = load_checkpoint(path, ALLOWED_TARGETS, key)
+def read_checkpoint(
+    path: str | Path, key: str = "ckpt_path", contents: bytes | None = None
+) -> tuple[dict[str, Any], RunRecord]:
+    """The checkpoint (weights-only, its targets checked) and its record; one line naming `key` if refused.
+    `contents`: the file's bytes, where already read."""
+    checkpoint = load_checkpoint(path, ALLOWED_TARGETS, key, contents)
     return checkpoint, RunRecord.of_checkpoint(checkpoint, path, key)
 
 
@@ -189,13 +185,15 @@ class Trained(NamedTuple):
     model: TrainedNet  # in eval mode
     record: RunRecord
     epochs: int  # epochs it trained
+    sha256: str  # of the checkpoint file, as read
 
 
 def load_trained(
     path: str | Path, key: str = "ckpt_path", test_time_shifts: Sequence[Sequence[int]] | None = None
 ) -> Trained:
     """The trained net of a checkpoint `src.train` wrote, with its record; `test_time_shifts` replace the recipe's."""
-    checkpoint, record = read_checkpoint(path, key)
+    contents = checkpoint_bytes(path, key)
+    checkpoint, record = read_checkpoint(path, key, contents)
     try:
         model = record.build_net(test_time_shifts)
     except (KeyError, TypeError, ValueError) as error:  # a handed-in record whose net settings no net takes
@@ -203,7 +201,7 @@ def load_trained(
             f"{key}={path} holds a record whose net cannot be built ({type(error).__name__}: {error})"
         ) from None
     record.load_weights(model, checkpoint["state_dict"], path, key)
-    return Trained(model.eval(), record, checkpoint["epoch"] + 1)
+    return Trained(model.eval(), record, checkpoint["epoch"] + 1, hashlib.sha256(contents).hexdigest())
 
 
 def load_teacher(path: str | Path, split: Split) -> nn.Module:
@@ -218,24 +216,6 @@ def load_teacher(path: str | Path, split: Split) -> nn.Module:
             f"{split.val_split}, split_seed {split.split_seed}); train the teacher with the same split"
         )
     return teacher.model.net
-
-
-def resume_checkpoint(cfg: DictConfig, output_dir: Path, sweep_job: bool = False) -> Path | None:
-    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint; a
-    multirun job continues from its dir's last checkpoint where it has one (a sweep run again in its sweep dir)."""
-    if cfg.ckpt_path:
-        return Path(cfg.ckpt_path).expanduser()
-    last = output_dir / UNFINISHED_MARK
-    if sweep_job:
-        return last if last.is_file() else None
-    if not cfg.resume:
-        return None
-    if not last.is_file():
-        raise UserError(
-            f"resume=true found no unfinished {cfg.run_name} run under {cfg.runs_dir} (a run dir with {UNFINISHED_MARK}"
-            " and no summary.json); pass ckpt_path=... or start a new run without resume=true"
-        )
-    return last
 
 
 def check_same_learning(record: RunRecord, cfg: DictConfig, run_dir: Path) -> None:

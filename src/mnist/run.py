@@ -38,7 +38,6 @@ from src.mnist.record import (
     check_same_learning,
     load_teacher,
     read_checkpoint,
-    resume_checkpoint,
 )
 from src.mnist.schema import validate
 
@@ -108,6 +107,24 @@ def relaunches_the_command(trainer: pl.Trainer) -> bool:
         and trainer.num_devices > 1  # it starts the other devices' processes of its own node
         and not strategy.cluster_environment.creates_processes_externally
     )
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path, sweep_job: bool = False) -> Path | None:
+    """The checkpoint this run continues from: `ckpt_path`, or with `resume=true` its run dir's last checkpoint; a
+    multirun job continues from its dir's last checkpoint where it has one (a sweep run again in its sweep dir)."""
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path).expanduser()
+    last = output_dir / UNFINISHED_MARK
+    if sweep_job:
+        return last if last.is_file() else None
+    if not cfg.resume:
+        return None
+    if not last.is_file():
+        raise UserError(
+            f"resume=true found no unfinished {cfg.run_name} run under {cfg.runs_dir} (a run dir with {UNFINISHED_MARK}"
+            " and no summary.json); pass ckpt_path=... or start a new run without resume=true"
+        )
+    return last
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

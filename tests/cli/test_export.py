@@ -3,6 +3,7 @@ PyTorch checked before anything is written, and `src.predict` answering from the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def test_the_export_holds_the_net_its_metadata_and_the_parity_it_checked(trained
     assert meta["mnist.test_time_shifts_in_graph"] == "true" and meta["mnist.precision"] == "fp32"
     assert json.loads(meta["mnist.normalisation"]) == {"mean": 0.1307, "std": 0.3081}
     assert json.loads(meta["mnist.classes"]) == [str(digit) for digit in range(10)]
-    assert meta["mnist.source_sha256"] == report["ckpt_sha256"] and int(meta["mnist.params"]) == report["params"]
+    assert meta["mnist.source_sha256"] == report["ckpt_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert int(meta["mnist.params"]) == report["params"]
     # the exporter's node notes (stack traces naming this machine's paths) are stripped
     assert all(not node.metadata_props for node in onnx.load(str(exported / "model.onnx")).graph.node)
 

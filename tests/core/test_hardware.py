@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from src.core import hardware
+from src.core.errors import UserError
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -50,3 +51,24 @@ def test_bf16_asked_of_a_cpu_that_emulates_it_gets_one_line_with_the_slowdown(mo
     assert hardware.emulated_bf16_warning("bf16-mixed", "cuda") is None
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert hardware.emulated_bf16_warning("bf16-mixed", "cpu") is None
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda", "expected"),
+    [("auto", False, "cpu"), ("auto", True, "cuda"), ("cpu", True, "cpu"), ("gpu", True, "cuda")],
+)
+def test_a_device_name_becomes_the_torch_device(monkeypatch, device: str, cuda: bool, expected: str) -> None:
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: cuda)
+    assert hardware.torch_device(device).type == expected
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("gpu", "device=gpu, but torch sees no CUDA GPU on this machine; use device=cpu (or auto)"),
+     ("tpu", "device=tpu is not one of auto, cpu, gpu, cuda")],
+)  # fmt: skip
+def test_a_device_this_machine_lacks_or_no_one_knows_is_one_line(monkeypatch, device: str, message: str) -> None:
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as error:
+        hardware.torch_device(device)
+    assert str(error.value) == message

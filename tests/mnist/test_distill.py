@@ -10,8 +10,9 @@ from torch.nn import functional as F
 
 from src.core.errors import UserError
 from src.mnist.distill import Distillation
+from src.mnist.files import Split
 from src.mnist.nets import UnshuffleGapNet
-from src.mnist.record import Split, load_teacher, load_trained
+from src.mnist.record import load_teacher, load_trained
 from tests.helpers import TINY_RUN, cli_in_process, recipe_params, train_in_process
 
 
@@ -93,7 +94,7 @@ def test_a_distilled_student_trains_and_is_evaluated_without_its_teacher(
     assert summary["per_epoch"][0]["train_loss"] != pytest.approx(labels_only["per_epoch"][0]["train_loss"], rel=1e-3)
     teacher.unlink()
     ckpt = tmp_path / "student" / "checkpoints" / "last.ckpt"
-    student, record, _ = load_trained(ckpt)
+    student, record, *_ = load_trained(ckpt)
     assert student.num_params == recipe_params("tiny")
     assert record.model["distillation"]["checkpoint"] == str(teacher)
     error = cli_in_process("src.eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", data_dir=tiny_mnist,
