@@ -1,9 +1,12 @@
 """Inference speed of exported nets: PyTorch eager (the checkpoint) against onnxruntime fp32 and int8 (the export's
-files), batch-1 latency (median and p99, one thread) and batch-1,000 throughput (every core), on the real test images.
+files), batch-1 latency (median and p99, one thread) and batch-1,000 throughput (every core), on the real test images;
+and `src.predict` from process start to answer on one test digit as a PNG, from the ONNX file and from the checkpoint
+(runs interleaved, so both see the same machine).
 
     python scripts/bench_inference.py outputs/exports/<speedrun> outputs/exports/<record> ... > results/inference/x.json
 
-Each argument is a `src.export quantize=int8` dir; its export.json names the checkpoint. Prints one JSON document.
+Each argument is a `src.export quantize=int8` dir; its export.json names the checkpoint and holds the agreement and
+accuracies the export checked, which are copied beside the timings. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from src.core.hardware import cpu_model
 from src.mnist.classifier import normalised
@@ -40,8 +48,12 @@ def bench(export_dir: Path, runs: int) -> dict:
     images, _ = read_digits(Path(report["data_root"]), train=False)
     batch = normalised(images[:1000])
     model = load_trained(report["ckpt_path"]).model
-    results = {"recipe": report["recipe"], "params": report["params"], "test_time_shifts": report["test_time_shifts"],
-               "fp32_accuracy": report["fp32"]["accuracy"], "int8_accuracy": report["int8"]["accuracy"]}  # fmt: skip
+    results = {
+        "recipe": report["recipe"], "params": report["params"], "epoch": report["epoch"],
+        "test_time_shifts": report["test_time_shifts"], "pytorch_accuracy": report["fp32"]["pytorch_accuracy"],
+        **{f"{precision}_{key}": report[precision][key] for precision in ("fp32", "int8")
+           for key in ("accuracy", "top1_agreement", "disagreements", "images")},
+    }  # fmt: skip
 
     def eager(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -62,17 +74,43 @@ def bench(export_dir: Path, runs: int) -> dict:
     return results
 
 
-def main() -> None:
+def start_to_answer(export_dir: Path, image: Path, runs: int) -> dict[str, list[float]]:
+    """Seconds from starting `python -m src.predict` to its exit, from the ONNX file and from the checkpoint, in
+    turns; the first run of each comes first in its list (it may find fewer files in the page cache)."""
+    report = json.loads((export_dir / "export.json").read_text())
+    sources = {"onnx": f"onnx={export_dir / 'model.onnx'}", "checkpoint": f"ckpt_path={report['ckpt_path']}"}
+    seconds: dict[str, list[float]] = {name: [] for name in sources}
+    for _ in range(runs):
+        for name, source in sources.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "src.predict", source, f"image={image}"], check=True,
+                           capture_output=True)  # fmt: skip
+            seconds[name].append(round(time.perf_counter() - start, 3))
+    return {**seconds, **{f"{name}_median": round(float(np.median(values)), 3) for name, values in seconds.items()}}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("exports", nargs="+", type=Path)
     parser.add_argument("--runs", type=int, default=1000, help="batch-1 answers timed per runtime")
-    args = parser.parse_args()
+    parser.add_argument("--start-runs", type=int, default=10, help="src.predict processes timed per source (0: none)")
+    args = parser.parse_args(argv)
     import onnxruntime  # noqa: PLC0415 - its version, for the record
 
+    load = os.getloadavg()
+    starts = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        image = Path(scratch) / "digit.png"  # the first test digit, white on black as MNIST stores it
+        first = json.loads((args.exports[0] / "export.json").read_text())["data_root"]
+        Image.fromarray(read_digits(Path(first), train=False)[0][0].numpy()).save(image)
+        for path in args.exports if args.start_runs else ():
+            starts[str(path)] = start_to_answer(path, image, args.start_runs)
     print(json.dumps({
         "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "load_average_at_start": [round(value, 2) for value in load],
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "threads": {"batch1": 1, "batch1000": os.cpu_count()},
+        "predict_start_to_answer_s": starts,
         "nets": [bench(path, args.runs) for path in args.exports],
     }, indent=2))  # fmt: skip
 

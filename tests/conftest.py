@@ -1,7 +1,8 @@
 """The suite's set-up and its shared fixtures; the plain helpers the tests import are in tests/helpers.py.
 
 `trained_run` is the one tiny training run of a test process (model=record, 2 epochs, TensorBoard, checkpoints,
-EMA) that the summary, TensorBoard, eval, predict, aggregate, safety and provenance tests all read. The fixtures
+EMA) that the summary, TensorBoard, eval, predict, aggregate, safety and provenance tests all read; `exported` is its
+export to ONNX (fp32 and int8), which the export tests and scripts/bench_inference.py's read. The fixtures
 only the command-line tests use (`real_mnist`, `evaluated_run`) are in tests/cli/conftest.py.
 """
 
@@ -15,7 +16,7 @@ import torch
 
 from src.core.logs import IRRELEVANT_WARNINGS
 from src.core.resolvers import register_resolvers
-from tests.helpers import THREADS, TRAINED_RUN, ShellOnUnpickle, train_in_process, write_tiny_mnist
+from tests.helpers import THREADS, TRAINED_RUN, ShellOnUnpickle, cli_in_process, train_in_process, write_tiny_mnist
 
 register_resolvers()  # what the entry points do before Hydra composes
 torch.set_num_threads(THREADS)
@@ -66,3 +67,16 @@ def pickle_payload(tmp_path: Path) -> tuple[Path, Path]:
     marker, checkpoint = tmp_path / "payload_ran", tmp_path / "payload.ckpt"
     torch.save({"state_dict": {}, "epoch": 0, "run_config": ShellOnUnpickle(marker)}, checkpoint)
     return checkpoint, marker
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run: Path, tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python -m src.export ckpt_path=<trained_run's last.ckpt> quantize=int8`, in this process. int8 may lose up
+    to 2 of the 160 tiny test images (the bar for the real test set is 0.1 point)."""
+    out = tmp_path_factory.mktemp("exported") / "export"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        error = cli_in_process("src.export", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "quantize=int8",
+                               "int8_max_loss=1.25", "latency_runs=20", f"hydra.run.dir={out}", data_dir=tiny_mnist,
+                               monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None, error
+    return out

@@ -22,20 +22,7 @@ from src.mnist.export import parity
 from src.mnist.files import read_digits
 from src.mnist.predictor import OnnxModel
 from src.mnist.record import load_trained
-from tests.helpers import REPO, TINY_TEST, assert_one_line_error, cli_in_process, run_cli, tiny_digits
-
-
-@pytest.fixture(scope="module")
-def exported(trained_run: Path, tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`python -m src.export ckpt_path=<trained_run's last.ckpt> quantize=int8`, in this process. int8 may lose up
-    to 2 of the 160 tiny test images (the bar for the real test set is 0.1 point)."""
-    out = tmp_path_factory.mktemp("exported") / "export"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        error = cli_in_process("src.export", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "quantize=int8",
-                               "int8_max_loss=1.25", "latency_runs=20", f"hydra.run.dir={out}", data_dir=tiny_mnist,
-                               monkeypatch=monkeypatch)  # fmt: skip
-    assert error is None, error
-    return out
+from tests.helpers import REPO, TINY_TEST, assert_one_line_error, run_cli, tiny_digits
 
 
 def test_the_export_holds_the_net_its_metadata_and_the_parity_it_checked(trained_run: Path, exported: Path) -> None:
