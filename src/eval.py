@@ -23,8 +23,8 @@ from src.core.hardware import torch_device
 from src.core.provenance import provenance
 from src.core.resolvers import register_resolvers
 from src.mnist.classifier import normalised
-from src.mnist.files import Split, evaluation_digits
-from src.mnist.record import RunRecord, load_trained
+from src.mnist.files import evaluation_digits
+from src.mnist.record import RunRecord, Split, load_trained
 
 log = logging.getLogger(__name__)
 # Training's `trainer.precision` values an evaluation runs in, and the dtype each autocasts to (None: float32 as is).
@@ -37,7 +37,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     shifts = None if cfg.test_time_shifts is None else OmegaConf.to_container(cfg.test_time_shifts)
     model, record, epochs, _ = load_trained(ckpt_path, test_time_shifts=shifts)
     split = held_out_split(record, ckpt_path) if cfg.held_out else None
-    images, labels = evaluation_digits(Path(cfg.data.root).expanduser().resolve(), cfg.data.download, split)
+    images, labels = evaluation_digits(Path(cfg.data.root).expanduser().resolve(), cfg.data.download,
+                                       **(asdict(split) if split else {}))  # fmt: skip
     accuracy, loss = score(model, images, labels, cfg.data.eval_batch_size, device, cfg.precision)
     stage = "val" if cfg.held_out else "test"
     summary = {

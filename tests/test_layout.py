@@ -163,3 +163,32 @@ def test_tests_are_filed_like_the_code_they_check() -> None:
     assert misfiled == []
     assert all((TESTS / room / "__init__.py").is_file() for room in ("core", "mnist", "backprop", "cli"))
     assert sorted(path.name for path in TESTS.glob("test_*.py")) == ["test_layout.py"], "tests sit in their room"
+
+
+def loaded_at_import(module: str, modules: dict[str, Path], seen: set[str] | None = None) -> set[str]:
+    """The top-level packages importing `module` loads: its module-level imports (not those inside functions,
+    which load only when called), followed through the project's own modules."""
+    seen = set() if seen is None else seen
+    seen.add(module)
+    pending, names = [ast.parse(modules[module].read_text())], set()
+    while pending:  # every statement but function bodies (a class's body runs at import; its methods do not)
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names |= imported(node)
+        pending += [child for child in ast.iter_child_nodes(node)
+                    if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)]  # fmt: skip
+    packages = {name.split(".")[0] for name in names if not in_package(name, "src")}
+    for name in sorted(name for name in names if name in modules and name not in seen and name != "src"):
+        packages |= loaded_at_import(name, modules, seen)
+    return packages
+
+
+def test_predict_and_the_checkpoint_reader_load_no_training_stack() -> None:
+    """`src.predict` from an ONNX file starts without torch, and a checkpoint is read without Lightning, Hydra or
+    torchvision (whose datasets module alone costs more than the net's answer): each would slow every answer."""
+    modules = {module_name(path): path for path in SRC.rglob("*.py")}
+    training = {"pytorch_lightning", "lightning", "lightning_fabric", "hydra", "torchvision"}
+    assert loaded_at_import("src.predict", modules) & (training | {"torch", "omegaconf"}) == set()
+    assert "torch" in loaded_at_import("src.mnist.record", modules)  # the scan follows the project's imports
+    for reader in ("src.mnist.record", "src.mnist.classifier", "src.core.checkpoint"):
+        assert loaded_at_import(reader, modules) & training == set(), reader

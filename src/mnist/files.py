@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -121,25 +120,19 @@ def read_digits(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return raw.data, raw.targets
 
 
-@dataclass(frozen=True)
-class Split:
-    """The training images a run held out: `val_split` of them, drawn with `split_seed` (0: none held out)."""
-
-    val_split: int
-    split_seed: int
-
-
 def split_order(size: int, split_seed: int) -> list[int]:
     """The training images' order for a hold-out: the first `val_split` are held out, the rest trained on."""
     return torch.randperm(size, generator=torch.Generator().manual_seed(split_seed)).tolist()
 
 
-def evaluation_digits(root: Path, download: bool, split: Split | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images and labels, or with a hold-out `split` (`val_split`, `split_seed`) the training images a run
-    held out: what an evaluation scores on, outside training."""
+def evaluation_digits(
+    root: Path, download: bool, val_split: int = 0, split_seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels, or with `val_split` > 0 the training images a run held out (the first
+    `val_split` of `split_order(split_seed)`): what an evaluation scores on, outside training."""
     prepare_files(root, download)
-    images, labels = read_digits(root, train=split is not None)
-    if split is None:
+    images, labels = read_digits(root, train=val_split > 0)
+    if not val_split:
         return images, labels
-    held_out = split_order(len(images), split.split_seed)[: split.val_split]
+    held_out = split_order(len(images), split_seed)[:val_split]
     return images[held_out], labels[held_out]

@@ -21,9 +21,16 @@ from src.core.errors import UserError
 from src.mnist import nets
 from src.mnist.classifier import TrainedNet
 from src.mnist.distill import Distillation
-from src.mnist.files import Split
 
 FORMAT_VERSION = 1  # records without the field were written in this same form
+
+
+@dataclass(frozen=True)
+class Split:
+    """The training images a run held out: `val_split` of them, drawn with `split_seed` (0: none held out)."""
+
+    val_split: int
+    split_seed: int
 
 
 def dotted_name(cls: type) -> str:

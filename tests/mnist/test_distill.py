@@ -10,9 +10,8 @@ from torch.nn import functional as F
 
 from src.core.errors import UserError
 from src.mnist.distill import Distillation
-from src.mnist.files import Split
 from src.mnist.nets import UnshuffleGapNet
-from src.mnist.record import load_teacher, load_trained
+from src.mnist.record import Split, load_teacher, load_trained
 from tests.helpers import TINY_RUN, cli_in_process, recipe_params, train_in_process
 
 
