@@ -31,7 +31,7 @@ def torch_device(accelerator: str, key: str = "device") -> torch.device:
 @cache
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16: the instructions that run bf16 natively. oneDNN's own check is not asked: it also says yes
-    on AVX-512 CPUs without BF16, where it emulates bf16 (see EMULATED_BF16_SLOWDOWN). x86 only: other CPUs (e.g.
+    on AVX-512 CPUs without BF16, where it emulates bf16 (emulated_bf16_warning). x86 only: other CPUs (e.g.
     ARM with BF16) count as not native. Should torch drop these private checks, the answer is no: fp32 is never the
     slow path."""
     checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
