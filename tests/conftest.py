@@ -1,13 +1,15 @@
 """The suite's set-up and its shared fixtures; the plain helpers the tests import are in tests/helpers.py.
 
 `trained_run` is the one tiny training run of a test process (model=record, 2 epochs, TensorBoard, checkpoints,
-EMA) that the summary, TensorBoard, eval, predict, aggregate, safety and provenance tests all read. The fixtures
-only the command-line tests use (`real_mnist`, `evaluated_run`) are in tests/cli/conftest.py.
+EMA) that the summary, TensorBoard, eval, predict, aggregate, safety and provenance tests all read; `postgres_url` a
+throwaway PostgreSQL server. The fixtures only the command-line tests use (`real_mnist`, `evaluated_run`) are in
+tests/cli/conftest.py.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,15 @@ import torch
 
 from src.core.logs import IRRELEVANT_WARNINGS
 from src.core.resolvers import register_resolvers
-from tests.helpers import THREADS, TRAINED_RUN, ShellOnUnpickle, train_in_process, write_tiny_mnist
+from tests.helpers import (
+    THREADS,
+    TRAINED_RUN,
+    ShellOnUnpickle,
+    postgres_bin_dir,
+    throwaway_postgres,
+    train_in_process,
+    write_tiny_mnist,
+)
 
 register_resolvers()  # what the entry points do before Hydra composes
 torch.set_num_threads(THREADS)
@@ -66,3 +76,12 @@ def pickle_payload(tmp_path: Path) -> tuple[Path, Path]:
     marker, checkpoint = tmp_path / "payload_ran", tmp_path / "payload.ckpt"
     torch.save({"state_dict": {}, "epoch": 0, "run_config": ShellOnUnpickle(marker)}, checkpoint)
     return checkpoint, marker
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (skipped where no PostgreSQL binaries are installed)."""
+    if postgres_bin_dir() is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl, initdb): install PostgreSQL to run the PostgreSQL tests")
+    with throwaway_postgres() as url:
+        yield url
