@@ -52,7 +52,8 @@ def without_password(arg: str) -> str:
         return arg
     from src.core.search import shown  # noqa: PLC0415 - a search's command only: Optuna is installed for it
 
-    return f"{key}={shown(value, runnable=True)}"
+    runnable = shown(value, runnable=True)
+    return arg if runnable == shown(value) else f"{key}={runnable}"  # the same: there is no password to leave out
 
 
 class StopRequests:

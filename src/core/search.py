@@ -141,6 +141,7 @@ class StudyLock:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
+        """The lock, held while the block runs."""
         journal = journal_path(self.storage)
         if journal is not None or self.storage.startswith("sqlite"):
             path = journal if journal is not None else Path(self.storage.removeprefix("sqlite:///")).expanduser()

@@ -62,8 +62,11 @@ def test_the_command_that_continues_a_search_leaves_its_database_password_out() 
         "python -m src.train hparams_search=optuna hydra.sweeper.storage=postgresql://me@db.cluster:5432/studies "
         "hydra.sweep.dir=/sweep (the storage's password is left out: give it in PGPASSWORD or ~/.pgpass)"
     )
-    sqlite = "hydra.sweeper.storage=sqlite:////sweep/optuna.db"
-    assert search.continue_command([sqlite]) == f"python -m src.train {sqlite} hydra.sweep.dir=/sweep"
+    for storage in ("sqlite:////sweep/optuna.db", "postgresql:///studies?host=/run/postgresql"):  # no password
+        setting = f"hydra.sweeper.storage={storage}"
+        assert shlex.split(search.continue_command([setting])) == [
+            "python", "-m", "src.train", setting, "hydra.sweep.dir=/sweep"
+        ]  # fmt: skip
 
 
 def test_a_signal_ignored_at_the_start_stays_ignored() -> None:
