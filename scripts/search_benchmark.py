@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 
 import optuna
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from src.core.hardware import cpu_model  # noqa: E402
-from src.core.search import Search, open_storage, search_space  # noqa: E402
+from src.core.search import Search, open_storage, search_space, trial_counts  # noqa: E402
 
 
 def search_command(sweep_dir: Path, args: argparse.Namespace, *extra: str) -> list[str]:
@@ -63,12 +63,11 @@ def run_searches(commands: dict[str, list[str]]) -> dict[str, float]:
 
 
 def study_figures(storage: str, name: str) -> dict[str, object]:
-    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage, read_only=True))
     trials = study.get_trials(deepcopy=False)
-    states = {state.name.lower(): sum(trial.state == state for trial in trials) for state in optuna.trial.TrialState}
-    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
-    return {"trials": len(trials), **{state: count for state, count in states.items() if count},
-            "best_value": round(study.best_value, 4) if complete else None}  # fmt: skip
+    counts = trial_counts(trials)
+    return {"trials": len(trials), **counts,
+            "best_value": round(study.best_value, 4) if counts.get("complete") else None}  # fmt: skip
 
 
 def pruning(args: argparse.Namespace, workdir: Path) -> Iterator[dict]:
@@ -112,13 +111,14 @@ def storage(args: argparse.Namespace, workdir: Path) -> Iterator[dict]:
                             n_trials=args.overhead_trials)  # fmt: skip
             study = search.open_study(space)
             milliseconds = []
-            while True:
-                start = time.perf_counter()
-                trials = search.ask(study, space, None)
-                if not trials:
-                    break
-                study.tell(trials[0], trials[0].params["lr"])
-                milliseconds.append(1000 * (time.perf_counter() - start))
+            with closing(search.lock):
+                while True:
+                    start = time.perf_counter()
+                    trials = search.ask(study, space, None)
+                    if not trials:
+                        break
+                    study.tell(trials[0], trials[0].params["lr"])
+                    milliseconds.append(1000 * (time.perf_counter() - start))
             yield {"measure": "storage", "storage": kind, "trials": len(milliseconds),
                    "ms_per_trial_median": round(statistics.median(milliseconds), 2),
                    "ms_per_trial_max": round(max(milliseconds), 2)}  # fmt: skip

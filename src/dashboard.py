@@ -5,11 +5,8 @@ it (sqlite:///PATH, postgresql://..., journal:PATH) or a SQLite or journal file.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sqlite3
 import sys
-from collections import Counter
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
@@ -44,72 +41,47 @@ def storage_of(target: str) -> str:
         with open(path, "rb") as file:
             sqlite_file = file.read(16) == b"SQLite format 3\x00"
         return f"{SQLITE}{path.resolve()}" if sqlite_file else f"{JOURNAL}{path.resolve()}"
-    raise UserError(f"{target} is neither a dir, a file nor a storage URL; give {WHAT}")
+    from src.core.search import shown  # noqa: PLC0415 - a URL of another kind may hold a password too
+
+    raise UserError(f"{shown(target)} is neither a dir, a file nor a storage URL; give {WHAT}")
 
 
-def check_file(storage: str) -> None:
-    """A file storage is read, never created: Optuna would create an empty study file (or its tables in another
-    program's SQLite file) where the path is wrong."""
-    if storage.startswith(JOURNAL):
-        path = Path(storage.removeprefix(JOURNAL).removeprefix("//")).expanduser()
-        if not path.is_file():
-            raise UserError(f"{storage}: no such journal file")
-        with open(path, "rb") as file:
-            first = file.readline()
-        try:  # each line of Optuna's journal is one operation: a JSON object with its op_code
-            journal = not first or "op_code" in json.loads(first)
-        except (ValueError, TypeError):
-            journal = False
-        if not journal:
-            raise UserError(f"{path} is neither a SQLite nor an Optuna journal file")
-    elif storage.startswith(SQLITE):
-        path = Path(storage.removeprefix(SQLITE)).expanduser()
-        if not path.is_file():
-            raise UserError(f"{storage}: no such SQLite file")
-        try:
-            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
-                tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as error:
-            raise UserError(f"{storage} cannot be read: {error}") from None
-        if "studies" not in tables:
-            raise UserError(f"{storage} is a SQLite file without Optuna's tables: no study in it")
-    elif not storage.startswith(DATABASES):
-        raise UserError(f"{storage} is not {WHAT}")
+def check_journal(storage: str) -> None:
+    """A journal storage is a file of Optuna's journal (Optuna would add its operations to any other file)."""
+    path = Path(storage.removeprefix(JOURNAL).removeprefix("//")).expanduser()
+    if not path.is_file():
+        raise UserError(f"{storage}: no such journal file")
+    with open(path, "rb") as file:
+        first = file.readline()
+    try:  # each line of Optuna's journal is one operation: a JSON object with its op_code
+        journal = not first or "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        journal = False
+    if not journal:
+        raise UserError(f"{path} is neither a SQLite nor an Optuna journal file")
 
 
 def open_storage(storage: str) -> optuna.storages.BaseStorage:
-    """The storage, read as the search writes it, or one line naming it and what failed."""
-    check_file(storage)
-    import optuna  # noqa: PLC0415 - after the checks: a mistyped path is answered at once
-    import sqlalchemy  # noqa: PLC0415
+    """The storage, read as it is (no file or table is created where the target is wrong), or one line naming it
+    and what failed."""
+    if storage.startswith(JOURNAL):
+        check_journal(storage)
+    from src.core.search import open_storage as open_study_storage  # noqa: PLC0415 - Optuna's import, paid here
 
-    from src.core.search import database_url, shown  # noqa: PLC0415
-
-    try:
-        if storage.startswith(JOURNAL):
-            path = Path(storage.removeprefix(JOURNAL).removeprefix("//")).expanduser()
-            opened = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-        else:  # SQLite: wait for a worker's write instead of failing on a locked database
-            engine = {"connect_args": {"timeout": 60}} if storage.startswith(SQLITE) else {"pool_pre_ping": True}
-            opened = optuna.storages.RDBStorage(database_url(storage), engine_kwargs=engine)
-        opened.get_all_studies()
-    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{shown(storage)} cannot be opened: {reason}") from None
-    return opened
+    return open_study_storage(storage, read_only=True)
 
 
 def study_lines(storage: optuna.storages.BaseStorage) -> list[str]:
     """One line per study: its trials by state and its best value (or one line saying there is none)."""
+    from src.core.search import counted, trial_counts  # noqa: PLC0415
+
     lines = []
     for study in storage.get_all_studies():
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        states = Counter(trial.state.name.lower() for trial in trials)
-        counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+        trials = storage.get_all_trials(storage.get_study_id_from_name(study.study_name), deepcopy=False)
         complete = [trial.value for trial in trials if trial.state.name == "COMPLETE" and trial.value is not None]
         best = (max if study.direction.name == "MAXIMIZE" else min)(complete) if complete else None
         shown_best = f"; best {best:g} ({study.direction.name.lower()})" if best is not None else ""
-        lines.append(f"study {study.study_name}: {len(trials)} trials ({counts or 'none yet'}){shown_best}")
+        lines.append(f"study {study.study_name}: {len(trials)} trials ({counted(trial_counts(trials))}){shown_best}")
     return lines
 
 
@@ -149,7 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         storage = open_storage(storage_of(args.target))
         lines = study_lines(storage)
         if not lines:
-            raise UserError(f"{args.target} holds no Optuna study yet")
+            from src.core.search import shown  # noqa: PLC0415
+
+            raise UserError(f"{shown(args.target)} holds no Optuna study yet")
         server = make_dashboard(storage, args.host, args.port)
     except UserError as error:
         sys.exit(f"error: {error}")

@@ -2,13 +2,15 @@
 
 `trained_run` is the one tiny training run of a test process (model=record, 2 epochs, TensorBoard, checkpoints,
 EMA) that the summary, TensorBoard, eval, predict, aggregate, safety and provenance tests all read; `exported` is its
-export to ONNX (fp32 and int8), which the export tests and scripts/bench_inference.py's read. The fixtures
-only the command-line tests use (`real_mnist`, `evaluated_run`) are in tests/cli/conftest.py.
+export to ONNX (fp32 and int8), which the export tests and scripts/bench_inference.py's read; `postgres_url` a
+throwaway PostgreSQL server. The fixtures only the command-line tests use (`real_mnist`, `evaluated_run`) are in
+tests/cli/conftest.py.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,16 @@ import torch
 
 from src.core.logs import IRRELEVANT_WARNINGS
 from src.core.resolvers import register_resolvers
-from tests.helpers import THREADS, TRAINED_RUN, ShellOnUnpickle, cli_in_process, train_in_process, write_tiny_mnist
+from tests.helpers import (
+    THREADS,
+    TRAINED_RUN,
+    ShellOnUnpickle,
+    cli_in_process,
+    postgres_bin_dir,
+    throwaway_postgres,
+    train_in_process,
+    write_tiny_mnist,
+)
 
 register_resolvers()  # what the entry points do before Hydra composes
 torch.set_num_threads(THREADS)
@@ -80,3 +91,12 @@ def exported(trained_run: Path, tiny_mnist: Path, tmp_path_factory: pytest.TempP
                                monkeypatch=monkeypatch)  # fmt: skip
     assert error is None, error
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (skipped where no PostgreSQL binaries are installed)."""
+    if postgres_bin_dir() is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl, initdb): install PostgreSQL to run the PostgreSQL tests")
+    with throwaway_postgres() as url:
+        yield url

@@ -382,3 +382,18 @@ def throwaway_postgres() -> Iterator[str]:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
             subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], **run)
+
+
+def new_database(url: str, name: str, password: str | None = None) -> str:
+    """A new, empty database `name` on the server of `url` (its tables none), as a URL with `password` in it (the
+    throwaway server trusts any)."""
+    import sqlalchemy  # noqa: PLC0415 - the sweep extras', for the PostgreSQL tests only
+
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                      isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)  # fmt: skip
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return sqlalchemy.engine.make_url(url).set(database=name, password=password).render_as_string(hide_password=False)

@@ -14,6 +14,12 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     return error
 
 
+def reason_of(error: BaseException) -> str:
+    """An error as the end of a one-line message: its first line of text, or its type's name where it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def exit_line(error: Exception) -> SystemExit:
     """The `error: ...` exit for a UserError; anything else is re-raised (a bug, to be seen in full)."""
     cause = user_error_in(error)

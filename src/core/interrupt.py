@@ -29,13 +29,31 @@ class Interrupted(SystemExit):
 
     def continue_command(self, args: list[str]) -> str:
         """The command that continues the run `args` (src.train's arguments) started: a multirun with its sweep dir
-        (finished jobs are kept, the rest continue or start), a run with `resume=true` in its own dir."""
+        (finished jobs are kept, the rest continue or start), a run with `resume=true` in its own dir. A search's
+        database password is left out of it, with where else to give it."""
+        shown = [without_password(arg) for arg in args]
         if self.sweep_dir is not None:
-            kept = [arg for arg in args if not arg.startswith("hydra.sweep.dir=")]
-            return shlex.join(["python", "-m", "src.train", *kept, f"hydra.sweep.dir={self.sweep_dir}"])
-        replaced = ("resume=", "ckpt_path=", "hydra.run.dir=")
-        kept = [arg for arg in args if not arg.lstrip("+~").startswith(replaced)]
-        return shlex.join(["python", "-m", "src.train", *kept, "resume=true", f"hydra.run.dir={self.run_dir}"])
+            kept = [arg for arg in shown if not arg.startswith("hydra.sweep.dir=")]
+            command = shlex.join(["python", "-m", "src.train", *kept, f"hydra.sweep.dir={self.sweep_dir}"])
+        else:
+            replaced = ("resume=", "ckpt_path=", "hydra.run.dir=")
+            kept = [arg for arg in shown if not arg.lstrip("+~").startswith(replaced)]
+            command = shlex.join(["python", "-m", "src.train", *kept, "resume=true", f"hydra.run.dir={self.run_dir}"])
+        if shown == args:
+            return command
+        return f"{command} (the storage's password is left out: give it in PGPASSWORD or ~/.pgpass)"
+
+
+def without_password(arg: str) -> str:
+    """A search's storage setting with its database password left out, so that the command still works (libpq reads
+    the password from PGPASSWORD or ~/.pgpass); any other argument as it is."""
+    key, _, value = arg.partition("=")
+    if key.lstrip("+~") != "hydra.sweeper.storage":
+        return arg
+    from src.core.search import shown  # noqa: PLC0415 - a search's command only: Optuna is installed for it
+
+    runnable = shown(value, runnable=True)
+    return arg if runnable == shown(value) else f"{key}={runnable}"  # the same: there is no password to leave out
 
 
 class StopRequests:

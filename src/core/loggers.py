@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 
-from src.core.errors import UserError
+from src.core.errors import UserError, reason_of
 
 SQLITE = "sqlite:///"
 
@@ -116,5 +116,4 @@ class MLFlowLogger(FinalMetrics, LightningMLFlowLogger):
                 )  # fmt: skip
                 _ = self.run_id  # the experiment and the run
             except (MlflowException, SQLAlchemyError, OSError, ValueError) as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise UserError(f"logger.tracking_uri={tracking_uri} cannot be used: {reason}") from None
+                raise UserError(f"logger.tracking_uri={tracking_uri} cannot be used: {reason_of(error)}") from None

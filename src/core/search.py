@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import inspect
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,9 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from src.core.errors import Pruned, UserError
+from src.core.errors import Pruned, UserError, reason_of
 from src.core.files import replaced_atomically
+from src.core.rundirs import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +52,19 @@ STORAGES = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DB or journal:P
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search logs its own lines, one per trial
 
 
-def shown(storage: str) -> str:
-    """The storage as a message may show it: a database URL without its password."""
-    if not storage.startswith("postgresql"):
+def shown(storage: str, *, runnable: bool = False) -> str:
+    """The storage as a message may show it: a database URL with its password hidden (`***`), or with `runnable` left
+    out, so that the URL still works in a command (libpq then reads the password from PGPASSWORD or ~/.pgpass)."""
+    if storage.startswith(("sqlite:", "journal:")) or "://" not in storage:
         return storage
-    with contextlib.suppress(sqlalchemy.exc.ArgumentError):
-        return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
-    return storage.split("@")[-1]
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        return storage.split("@")[-1]  # not a URL SQLAlchemy reads: what follows its credentials, if any
+    if runnable:
+        parts = (url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+        return sqlalchemy.engine.URL.create(*parts).render_as_string(hide_password=False)
+    return url.render_as_string(hide_password=True)
 
 
 def database_url(storage: str) -> str:
@@ -72,63 +82,102 @@ def journal_path(storage: str) -> Path | None:
 
 def check_storage(storage: str) -> None:
     if not storage.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "journal:")):
-        raise UserError(f"hydra.sweeper.storage={storage!r} is not one of {STORAGES}")
+        raise UserError(f"hydra.sweeper.storage={shown(storage)!r} is not one of {STORAGES}")
 
 
-def open_storage(storage: str) -> optuna.storages.BaseStorage:
-    """The study's storage, or one line naming the storage setting and what is valid or what failed."""
+def open_storage(storage: str, *, read_only: bool = False) -> optuna.storages.BaseStorage:
+    """The study's storage, or one line naming the storage setting and what is valid or what failed. `read_only`
+    (the dashboard) reads a storage as it is: no folder, file or table is made, and one without Optuna's tables is
+    one line."""
     check_storage(storage)
     journal = journal_path(storage)
-    if journal is not None:
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    # SQLite: workers wait for each other's writes instead of failing on a locked database.
-    engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(database_url(storage), engine_kwargs=engine)
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
-        raise unusable(storage, error) from None
+        if journal is not None:
+            if read_only and not journal.is_file():
+                raise UserError(f"{storage}: no such journal file")
+            if not read_only:
+                journal.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        if read_only:
+            check_tables(storage)
+        # SQLite: workers wait for each other's writes instead of failing on a locked database.
+        engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
+        return optuna.storages.RDBStorage(database_url(storage), engine_kwargs=engine, skip_table_creation=read_only)
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError, OSError) as error:
+        raise unusable(storage, error, read_only=read_only) from None
 
 
-def unusable(storage: str, error: Exception) -> UserError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return UserError(f"hydra.sweeper.storage={shown(storage)} cannot be opened: {reason}")
-
-
-@contextlib.contextmanager
-def study_lock(storage: str, study_name: str) -> Iterator[None]:
-    """One worker at a time between counting a study's trials and adding one: on a file storage a lock file beside
-    it (Optuna's, safe on network file systems; a killed holder's lock expires), on PostgreSQL an advisory lock
-    (released when a killed holder's connection drops)."""
-    journal = journal_path(storage)
-    if journal is not None or storage.startswith("sqlite"):
-        path = journal if journal is not None else Path(storage.removeprefix("sqlite:///")).expanduser()
-        lock = optuna.storages.journal.JournalFileOpenLock(f"{path}.{study_name}")  # it adds `.lock`
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        except OSError as error:
-            raise unusable(storage, error) from None
-        try:
-            yield
-        finally:
-            lock.release()
-        return
-    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+def check_tables(storage: str) -> None:
+    """A database that Optuna has written to (its `studies` table), checked without creating anything: a SQLite file
+    that is not there stays so."""
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).expanduser().is_file():
+        raise UserError(f"{storage}: no such SQLite file")
     engine = sqlalchemy.create_engine(database_url(storage), poolclass=sqlalchemy.pool.NullPool)
     try:
+        tables = sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
+    if not tables:
+        raise UserError(f"{shown(storage)} holds no Optuna study: the database has none of Optuna's tables")
+
+
+def unusable(storage: str, error: Exception, *, read_only: bool = False) -> UserError:
+    """One line for a storage that cannot be opened, named as the search's setting (`read_only`: as given)."""
+    named = shown(storage) if read_only else f"hydra.sweeper.storage={shown(storage)}"
+    return UserError(f"{named} cannot be opened: {reason_of(error)}")
+
+
+LOCK_CONNECTION = "optuna-search-lock"  # the PostgreSQL application_name of a worker's study lock connection
+
+
+class StudyLock:
+    """One worker at a time between counting a study's trials and adding one: on a file storage a lock file beside
+    it (Optuna's, safe on network file systems; a killed holder's lock expires), on PostgreSQL an advisory lock
+    (released when a killed holder's connection drops) on one connection that the worker keeps until `close`."""
+
+    def __init__(self, storage: str, study_name: str) -> None:
+        self.storage, self.study_name = storage, study_name
+        self.engine: sqlalchemy.engine.Engine | None = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The lock, held while the block runs."""
+        journal = journal_path(self.storage)
+        if journal is not None or self.storage.startswith("sqlite"):
+            path = journal if journal is not None else Path(self.storage.removeprefix("sqlite:///")).expanduser()
+            lock = optuna.storages.journal.JournalFileOpenLock(f"{path}.{self.study_name}")  # it adds `.lock`
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+            except OSError as error:
+                raise unusable(self.storage, error) from None
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        key = int.from_bytes(hashlib.sha256(self.study_name.encode()).digest()[:8], "big", signed=True)
+        if self.engine is None:  # one connection, checked for life before each use (the server may have restarted)
+            self.engine = sqlalchemy.create_engine(
+                database_url(self.storage), pool_size=1, max_overflow=0, pool_pre_ping=True,
+                connect_args={"application_name": LOCK_CONNECTION},
+            )  # fmt: skip
         try:
-            connection = engine.connect()
+            connection = self.engine.connect()
         except sqlalchemy.exc.SQLAlchemyError as error:
-            raise unusable(storage, error) from None
+            raise unusable(self.storage, error) from None
         with connection:
             connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
             try:
                 yield
             finally:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-    finally:
-        engine.dispose()
+
+    def close(self) -> None:
+        """The lock's connection closed (a later `held` opens another)."""
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
 
 
 def distribution(override: Override) -> BaseDistribution | None:
@@ -173,24 +222,93 @@ def encoded(space: dict[str, BaseDistribution]) -> dict[str, str]:
     return {name: distribution_to_json(drawn) for name, drawn in sorted(space.items())}
 
 
+def trial_counts(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """How many trials are in each state (`complete`, `pruned`, `fail`, ...), in Optuna's order of states; a state no
+    trial is in is left out."""
+    counts = Counter(trial.state for trial in trials)
+    return {state.name.lower(): counts[state] for state in TrialState if counts[state]}
+
+
+def counted(counts: dict[str, int]) -> str:
+    """`trial_counts` as a message shows them: `12 complete, 7 pruned, 1 fail` (or `none`)."""
+    return ", ".join(f"{count} {state}" for state, count in counts.items()) or "none"
+
+
 def drawn(trial: optuna.trial.Trial) -> list[str]:
     """The trial's values as overrides."""
     return [f"{name}={value}" for name, value in trial.params.items()]
 
 
-def running_trial(study: optuna.Study, number: int) -> optuna.trial.Trial:
-    """The live trial of `number`, to report to from another process (Optuna maps numbers to ids only internally)."""
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    return optuna.trial.Trial(study, trial_id)
+def running_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> optuna.trial.Trial:
+    """The live trial of `number` in `study`, opened from `storage`, to report to from another process (a study
+    knows its trials by number, its storage by id)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
 def trial_of_this_run(number: int) -> optuna.trial.Trial:
     """The trial a search's run reports to, from the search's own settings (the job's `hydra.sweeper`), with the
     study's pruner (`hydra.sweeper.pruner`; none: never pruned)."""
     settings = HydraConfig.get().sweeper
-    pruner = instantiate(settings.pruner) if settings.get("pruner") else optuna.pruners.NopPruner()
-    study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage), pruner=pruner)
-    return running_trial(study, number)
+    storage = open_storage(settings.storage)
+    pruner = built("pruner", settings.get("pruner"))
+    study = optuna.load_study(study_name=settings.study_name, storage=storage, pruner=pruner)
+    return running_trial(study, storage, number)
+
+
+BUILT = {"sampler": optuna.samplers.BaseSampler, "pruner": optuna.pruners.BasePruner}
+PLAIN_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+
+
+def check_type(setting: str, value: Any, annotation: Any) -> None:
+    """A value of a plainly annotated parameter (`int`, `float | None`, `str | int`, ...) of that type, or one line;
+    other annotations are left to the class."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    names = [part.strip() for part in text.split("|")]
+    if not all(part in PLAIN_TYPES for part in names):
+        return
+    types = tuple(plain for part in names for plain in PLAIN_TYPES[part])
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):  # a bool is an int too
+        raise UserError(f"{setting}={value!r} is not of type {text}")
+
+
+def built(key: str, settings: Mapping[str, Any] | None, **given: Any) -> Any:
+    """The sampler or pruner that `hydra.sweeper.<key>` configures (none: TPE, or no pruning), with `given` settings
+    on top; a target that is not one, a setting it does not take, a value of another type or one it refuses is one
+    line naming the setting and what is valid."""
+    if not settings:
+        return optuna.samplers.TPESampler() if key == "sampler" else optuna.pruners.NopPruner()
+    target = settings.get("_target_")
+    options = ", ".join(sorted(path.stem for path in (CONF_DIR / "hydra" / "sweeper" / key).glob("*.yaml")))
+    module, _, name = str(target).rpartition(".")
+    try:
+        kind = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):  # no such module or class
+        kind = None
+    if not (isinstance(kind, type) and issubclass(kind, BUILT[key])):
+        raise UserError(f"hydra.sweeper.{key}._target_={target} is not an Optuna {key}; choose hydra/sweeper/{key}= "
+                        f"one of {options}, or name a class of optuna.{key}s")  # fmt: skip
+    parameters = inspect.signature(kind).parameters
+    takes_any = any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters.values())
+    values = {name: value for name, value in {**settings, **given}.items() if not name.startswith("_")}
+    for name, value in values.items():
+        if name in parameters:
+            check_type(f"hydra.sweeper.{key}.{name}", value, parameters[name].annotation)
+        elif not takes_any:
+            named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            takes = ", ".join(known for known, parameter in parameters.items() if parameter.kind in named)
+            raise UserError(f"hydra.sweeper.{key}.{name} is not a setting of {target}; it takes {takes}")
+    try:
+        return instantiate({"_target_": target, **values})
+    except Exception as error:  # what the class refuses: pinned to the first setting it refuses on its own
+        for name, value in values.items():
+            try:
+                instantiate({"_target_": target, name: value})
+            except Exception as alone:
+                raise UserError(f"hydra.sweeper.{key}.{name}={value!r} is refused by {target}: "
+                                f"{reason_of(alone.__cause__ or alone)}") from None  # fmt: skip
+        reason = reason_of(error.__cause__ or error)
+        raise UserError(f"hydra.sweeper.{key} ({target}) cannot be built from its settings: {reason}") from None
 
 
 class Heartbeat:
@@ -242,7 +360,8 @@ class Search:
         self.hydra_context, self.task_function = hydra_context, task_function
         self.storage, self.study_name, self.direction = storage, study_name, direction
         self.n_trials, self.n_jobs = n_trials, n_jobs
-        self.sampler_config = sampler
+        self.sampler_config, self.pruner_config = sampler, pruner
+        self.lock = StudyLock(storage, study_name)
         self.params = OmegaConf.to_container(params) if params else {}
         self.custom_search_space = custom_search_space
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
@@ -260,14 +379,14 @@ class Search:
                 f"hydra.sweeper.heartbeat_interval={self.heartbeat_interval} must be > 0 and below "
                 f"hydra.sweeper.grace_period={self.grace_period}"
             )
+        built("sampler", self.sampler_config)  # bad sampler or pruner settings stop here, not in every trial
+        built("pruner", self.pruner_config)
 
     def sampler(self, number: int) -> optuna.samplers.BaseSampler:
         """The sampler for trial `number`: seeded with the configured seed plus the trial number, so that a trial
         draws the same values whichever worker draws it (workers seeded alike would draw the same values)."""
-        if self.sampler_config is None:
-            return optuna.samplers.TPESampler()
-        seed = self.sampler_config.get("seed")
-        return instantiate(self.sampler_config, **({} if seed is None else {"seed": seed + number}))
+        seed = self.sampler_config.get("seed") if self.sampler_config else None
+        return built("sampler", self.sampler_config, **({} if seed is None else {"seed": seed + number}))
 
     def open_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
         """The study, made if new (with its search space recorded); refused in one line if it exists with another
@@ -306,7 +425,7 @@ class Search:
 
     def ask(self, study: optuna.Study, space: dict[str, BaseDistribution], extend: Callable | None) -> list:
         """Up to `n_jobs` new trials, none past `n_trials` in the whole study (counted under the study's lock)."""
-        with study_lock(self.storage, self.study_name):
+        with self.lock.held():
             self.fail_stale_trials(study)
             count = len(study.get_trials(deepcopy=False))
             trials = []
@@ -339,39 +458,39 @@ class Search:
         self.check_settings()
         space, fixed = search_space(self.params, arguments)
         extend = get_method(self.custom_search_space) if self.custom_search_space else None
-        with study_lock(self.storage, self.study_name):  # two workers starting together make the study once
-            study = self.open_study(space)
-        launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
-        )
-        log.info("study %s in %s: %d trials in all", self.study_name, shown(self.storage), self.n_trials)
-        returns = []
-        with Heartbeat(self.heartbeat_interval) as heartbeat:
-            while trials := self.ask(study, space, extend):
-                heartbeat.trials = trials
-                overrides = [[*fixed, *drawn(trial), f"{TRIAL_KEY}={trial.number}"] for trial in trials]
-                try:
-                    jobs = launcher.launch(overrides, initial_job_idx=trials[0].number)
-                except BaseException:  # stopped (a signal, Ctrl-C): its trials end now, not after the grace period
-                    for trial in trials:
-                        with contextlib.suppress(RuntimeError, ValueError):
-                            study.tell(trial, state=TrialState.FAIL)
-                    raise
-                for trial, job in zip(trials, jobs, strict=True):
-                    state = self.tell(study, trial, job)
-                    log.info("trial %d %s: %s", trial.number, state.name.lower(), json.dumps(trial.params))
-                returns.append(jobs)
-                heartbeat.trials = []
+        with contextlib.closing(self.lock):  # its connection (PostgreSQL) lasts this session, not past it
+            with self.lock.held():  # two workers starting together make the study once
+                study = self.open_study(space)
+            launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
+            )
+            log.info("study %s in %s: %d trials in all", self.study_name, shown(self.storage), self.n_trials)
+            returns = []
+            with Heartbeat(self.heartbeat_interval) as heartbeat:
+                while trials := self.ask(study, space, extend):
+                    heartbeat.trials = trials
+                    overrides = [[*fixed, *drawn(trial), f"{TRIAL_KEY}={trial.number}"] for trial in trials]
+                    try:
+                        jobs = launcher.launch(overrides, initial_job_idx=trials[0].number)
+                    except BaseException:  # stopped (a signal, Ctrl-C): its trials end now, not after the grace period
+                        for trial in trials:
+                            with contextlib.suppress(RuntimeError, ValueError):
+                                study.tell(trial, state=TrialState.FAIL)
+                        raise
+                    for trial, job in zip(trials, jobs, strict=True):
+                        state = self.tell(study, trial, job)
+                        log.info("trial %d %s: %s", trial.number, state.name.lower(), json.dumps(trial.params))
+                    returns.append(jobs)
+                    heartbeat.trials = []
         self.report(study)
         return returns
 
     def report(self, study: optuna.Study) -> None:
         """The study's counts, and its best trial as overrides in the sweep dir (`optimization_results.yaml`)."""
         trials = study.get_trials(deepcopy=False)
-        counts = {state: sum(trial.state == state for trial in trials) for state in TrialState}
-        states = ", ".join(f"{counts[state]} {state.name.lower()}" for state in TrialState if counts[state])
-        log.info("study %s: %d trials: %s", self.study_name, len(trials), states or "none")
-        if counts[TrialState.COMPLETE]:
+        counts = trial_counts(trials)
+        log.info("study %s: %d trials: %s", self.study_name, len(trials), counted(counts))
+        if counts.get("complete"):
             best = study.best_trial
             results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
             sweep_dir = Path(self.config.hydra.sweep.dir)

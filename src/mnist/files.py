@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from src.core.errors import UserError
+from src.core.errors import UserError, reason_of
 from src.core.files import replaced_atomically
 
 TRAIN_SIZE = 60_000
@@ -110,7 +110,7 @@ def prepare_files(root: Path, download: bool) -> None:
         MNIST(root, train=True, download=True)
         MNIST(root, train=False, download=True)
     except (OSError, RuntimeError) as error:
-        reason = str(error).splitlines()[0].rstrip(":")
+        reason = reason_of(error).rstrip(":")
         raise UserError(f"{hint}, or run once with network access (download failed: {reason})") from error
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from src.core.errors import UserError
+from src.core.errors import UserError, reason_of
 from src.mnist.images import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, normalise, to_mnist
 
 CLASSES = 10
@@ -58,8 +58,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for a file that is not a model it can run
-            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-            raise UserError(f"{name} is not an ONNX model onnxruntime can run ({reason})") from None
+            raise UserError(f"{name} is not an ONNX model onnxruntime can run ({reason_of(error)[:200]})") from None
         self.check_signature(name)
         self.metadata = self.session.get_modelmeta().custom_metadata_map
         self.input_name = self.session.get_inputs()[0].name

@@ -1,16 +1,14 @@
-"""Fixtures only the command-line tests use: the real MNIST files, an eval of the shared training run, and a
-throwaway PostgreSQL server."""
+"""Fixtures only the command-line tests use: the real MNIST files and an eval of the shared training run."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from src.mnist.files import missing_raw_files
-from tests.helpers import cli_in_process, postgres_bin_dir, throwaway_postgres
+from tests.helpers import cli_in_process
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +30,3 @@ def evaluated_run(trained_run: Path, tiny_mnist: Path, tmp_path_factory: pytest.
         )  # fmt: skip
     assert error is None, error
     return eval_dir
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server for the session (skipped where no PostgreSQL binaries are installed)."""
-    if postgres_bin_dir() is None:
-        pytest.skip("no PostgreSQL server binaries (pg_ctl, initdb): install PostgreSQL to run the shared-study tests")
-    with throwaway_postgres() as url:
-        yield url

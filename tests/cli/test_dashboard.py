@@ -1,5 +1,6 @@
 """`python -m src.dashboard` (`make dashboard`): a study made with Optuna's API, served on a free localhost port, read
-back over optuna-dashboard's JSON API (/api/studies, /api/studies/<id>); a dir or file without a study: one line."""
+back over optuna-dashboard's JSON API (/api/studies, /api/studies/<id>); a dir, file or database without a study: one
+line, nothing created in it, and no password shown."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from src.core.cli import module_installed
-from tests.helpers import REPO
+from tests.helpers import REPO, new_database
 
 pytestmark = pytest.mark.skipif(
     not (module_installed("optuna") and module_installed("optuna_dashboard")),
@@ -127,8 +128,8 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, str]]:
         (f"journal:{tmp_path / 'none.log'}", f"error: journal:{tmp_path / 'none.log'}: no such journal file"),
         (str(tmp_path / "notes.txt"), f"error: {tmp_path / 'notes.txt'} is neither a SQLite nor an Optuna journal"),
         (f"journal:{tmp_path / 'notes.txt'}", f"error: {tmp_path / 'notes.txt'} is neither a SQLite nor an Optuna"),
-        (str(tmp_path / "other.db"), "is a SQLite file without Optuna's tables: no study in it"),
-        ("mysql://host/db", "error: mysql://host/db is neither a dir, a file nor a storage URL"),
+        (str(tmp_path / "other.db"), "other.db holds no Optuna study: the database has none of Optuna's tables"),
+        ("mysql://me:secret@host/db", "error: mysql://me:***@host/db is neither a dir, a file nor a storage URL"),
         (str(tmp_path / "no_trials"), f"error: {tmp_path / 'no_trials'} holds no Optuna study yet"),
     ]
 
@@ -140,8 +141,29 @@ def test_a_target_without_a_study_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as exit_:
             main([target, "--port", "0"])
         message = str(exit_.value.code)
-        assert "\n" not in message and line in message, (target, message)
+        assert "\n" not in message and line in message and "secret" not in message, (target, message)
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "none.log").exists()
+
+
+def test_an_empty_postgresql_database_is_one_line_and_stays_empty(postgres_url: str) -> None:
+    """The dashboard reads a database as it is: Optuna's tables are not made in one that has none."""
+    import sqlalchemy  # noqa: PLC0415
+
+    from src.core.search import database_url, open_storage  # noqa: PLC0415
+    from src.dashboard import main  # noqa: PLC0415
+
+    url = new_database(postgres_url, "dashboard_empty", password="secret")
+    shown = url.replace(":secret@", ":***@")
+    with pytest.raises(SystemExit) as exit_:
+        main([url, "--port", "0"])
+    assert str(exit_.value.code) == f"error: {shown} holds no Optuna study: the database has none of Optuna's tables"
+    engine = sqlalchemy.create_engine(database_url(url), poolclass=sqlalchemy.pool.NullPool)
+    assert sqlalchemy.inspect(engine).get_table_names() == []
+    engine.dispose()
+    open_storage(url)  # a search's worker makes the tables, and no study yet
+    with pytest.raises(SystemExit) as exit_:
+        main([url, "--port", "0"])
+    assert str(exit_.value.code) == f"error: {shown} holds no Optuna study yet"
 
 
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:

@@ -224,6 +224,8 @@ def test_a_killed_workers_trial_fails_and_a_restarted_worker_finishes_the_study(
         ("hydra.sweeper.storage=postgresql://me:pw@127.0.0.1:1/db",
          "error: hydra.sweeper.storage=postgresql://me:***@127.0.0.1:1/db cannot be opened: "),
         ("hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0 must be a whole number >= 1"),
+        ("hydra.sweeper.pruner.n_startup_trials=-1",
+         "error: hydra.sweeper.pruner.n_startup_trials=-1 is refused by optuna.pruners.MedianPruner: "),
     ],
 )  # fmt: skip
 def test_a_search_that_cannot_start_is_one_line(

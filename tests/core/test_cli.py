@@ -1,5 +1,6 @@
 """The command line checked before Hydra composes (src.core.cli): a group option that does not exist, or whose
-plugin is not installed, is one line naming the valid options or the package."""
+plugin is not installed, is one line naming the valid options or the package; an error's reason in such a line is
+its first line of text (src.core.errors.reason_of)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import pytest
 
 from src.core.cli import check_group_choices
+from src.core.errors import reason_of
 
 
 @pytest.mark.parametrize(
@@ -53,3 +55,8 @@ def test_options_hydra_and_its_plugins_provide_are_valid() -> None:
     check_group_choices(
         ["hydra/launcher=basic", "hydra/sweeper=basic", "hydra/sweeper=optuna", "hydra/launcher=joblib"]
     )
+
+
+def test_an_errors_reason_is_its_first_line_or_its_type() -> None:
+    assert reason_of(ValueError("  bad value\nmore detail\n")) == "bad value"
+    assert reason_of(OSError()) == "OSError"

@@ -52,6 +52,23 @@ def test_the_command_continues_the_run_or_the_sweep() -> None:
     )
 
 
+def test_the_command_that_continues_a_search_leaves_its_database_password_out() -> None:
+    """The storage's URL as it still works, with the password to come from libpq's environment or password file."""
+    search = Interrupted(signal.SIGINT, "interrupted", Path("/sweep/0_tiny_seed1"), Path("/sweep"))
+    storage = "hydra.sweeper.storage=postgresql://me:secret@db.cluster:5432/studies"
+    line = search.continue_command(["hparams_search=optuna", storage])
+    assert "secret" not in line
+    assert line == (
+        "python -m src.train hparams_search=optuna hydra.sweeper.storage=postgresql://me@db.cluster:5432/studies "
+        "hydra.sweep.dir=/sweep (the storage's password is left out: give it in PGPASSWORD or ~/.pgpass)"
+    )
+    for storage in ("sqlite:////sweep/optuna.db", "postgresql:///studies?host=/run/postgresql"):  # no password
+        setting = f"hydra.sweeper.storage={storage}"
+        assert shlex.split(search.continue_command([setting])) == [
+            "python", "-m", "src.train", setting, "hydra.sweep.dir=/sweep"
+        ]  # fmt: skip
+
+
 def test_a_signal_ignored_at_the_start_stays_ignored() -> None:
     """`nohup`, or a shell's background job: SIGINT is ignored before the run starts, and stays so."""
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,19 +1,35 @@
 """The search's parts (src.core.search) in this process: the search space from the config and the command line,
-storages and their one-line errors, the settings refused before anything starts, a study that exists with another
-direction or search space, trials past n_trials never drawn, stale trials failed."""
+storages and their one-line errors (never with a password), the settings refused before anything starts (a bad
+sampler or pruner included), a study that exists with another direction or search space, trials past n_trials never
+drawn, stale trials failed, the PostgreSQL lock's one connection, a run's trial found through public API, the
+study's counts."""
 
 from __future__ import annotations
 
+import ast
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from src.core.errors import UserError
-from src.core.search import HEARTBEAT, Search, open_storage, search_space, shown
+from src.core.search import (
+    HEARTBEAT,
+    LOCK_CONNECTION,
+    Search,
+    counted,
+    open_storage,
+    running_trial,
+    search_space,
+    shown,
+    trial_counts,
+)
+from tests.helpers import REPO
 
 PARAMS = {"optimizer.lr": "tag(log, interval(0.005, 0.2))", "data.batch_size": "choice(32, 64, 128)",
           "net.convs": "range(1, 4)", "augmentation": "choice(none, light)"}  # fmt: skip
@@ -41,6 +57,7 @@ def test_the_search_space_is_the_config_re_ranged_or_fixed_by_the_command_line()
     ("storage", "message"),
     [
         ("mysql://u@h/db", "hydra.sweeper.storage='mysql://u@h/db' is not one of sqlite:///PATH, postgresql://"),
+        ("postgres://u:secret@h/db", "hydra.sweeper.storage='postgres://u:***@h/db' is not one of sqlite:///PATH"),
         (
             "postgresql://user:secret@127.0.0.1:1/db",
             "hydra.sweeper.storage=postgresql://user:***@127.0.0.1:1/db cannot be opened: ",
@@ -56,7 +73,12 @@ def test_a_bad_or_unreachable_storage_is_one_line_without_its_password(storage: 
 
 def test_shown_hides_only_a_password() -> None:
     assert shown("postgresql://me:pw@db.example:5432/studies") == "postgresql://me:***@db.example:5432/studies"
+    # in a command: left out, so that the URL still works with the password in PGPASSWORD or ~/.pgpass
+    assert shown("postgresql://me:pw@db.example/studies?sslmode=require", runnable=True) == (
+        "postgresql://me@db.example/studies?sslmode=require"
+    )
     assert shown("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
+    assert shown("journal:///tmp/a:b@c.log", runnable=True) == "journal:///tmp/a:b@c.log"
 
 
 @pytest.mark.parametrize(
@@ -66,11 +88,37 @@ def test_shown_hides_only_a_password() -> None:
         ({"n_jobs": -1}, "hydra.sweeper.n_jobs=-1 must be a whole number >= 1"),
         ({"direction": "up"}, "hydra.sweeper.direction=up is not one of maximize, minimize"),
         ({"heartbeat_interval": 60, "grace_period": 30}, "hydra.sweeper.heartbeat_interval=60 must be > 0 and below"),
+        (
+            {"pruner": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": -1}},
+            "hydra.sweeper.pruner.n_startup_trials=-1 is refused by optuna.pruners.MedianPruner: Number of startup "
+            "trials cannot be negative",
+        ),
+        (
+            {"pruner": {"_target_": "optuna.pruners.MedianPruner", "n_warmup_step": 2}},
+            "hydra.sweeper.pruner.n_warmup_step is not a setting of optuna.pruners.MedianPruner; it takes "
+            "n_startup_trials, n_warmup_steps, interval_steps, n_min_trials",
+        ),
+        (
+            {"sampler": {"_target_": "optuna.samplers.TPESampler", "n_startup_trials": "ten"}},
+            "hydra.sweeper.sampler.n_startup_trials='ten' is not of type int",
+        ),
+        (
+            {"sampler": {"_target_": "optuna.samplers.TPESampler", "seed": 1.5}},
+            "hydra.sweeper.sampler.seed=1.5 is not of type int | None",
+        ),
+        (
+            {"pruner": {"_target_": "optuna.pruners.Median"}},
+            "hydra.sweeper.pruner._target_=optuna.pruners.Median is not an Optuna pruner; choose "
+            "hydra/sweeper/pruner= one of hyperband, median, percentile, successive_halving",
+        ),
     ],
 )
 def test_bad_settings_are_refused_before_a_study_is_touched(settings: dict, message: str, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=message):
-        search(tmp_path, **settings).sweep([])
+    with pytest.raises(UserError) as refused:
+        as_configured = {name: OmegaConf.create(value) if isinstance(value, dict) else value
+                         for name, value in settings.items()}  # fmt: skip
+        search(tmp_path, **as_configured).sweep([])
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
     assert not (tmp_path / "optuna.db").exists()
 
 
@@ -116,3 +164,59 @@ def test_a_running_trial_without_a_heartbeat_for_the_grace_period_fails(tmp_path
     worker.fail_stale_trials(study)
     states = {trial.number: trial.state for trial in study.get_trials()}
     assert states == {alive.number: TrialState.RUNNING, lost.number: TrialState.FAIL}
+
+
+def lock_connections(url: str) -> list[int]:
+    """The server processes of the search lock's connections (PostgreSQL's view of who is connected)."""
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                      poolclass=sqlalchemy.pool.NullPool)  # fmt: skip
+    try:
+        with engine.connect() as connection:
+            query = "SELECT pid FROM pg_stat_activity WHERE application_name = :name"
+            return [row[0] for row in connection.execute(sqlalchemy.text(query), {"name": LOCK_CONNECTION})]
+    finally:
+        engine.dispose()
+
+
+def test_the_postgresql_lock_keeps_one_connection_until_closed(postgres_url: str) -> None:
+    """Each draw takes the study's advisory lock on the worker's one connection, not on a new one."""
+    space, _ = search_space(PARAMS, [])
+    worker = search(Path("unused"), storage=postgres_url, study_name="one_lock_connection", n_trials=3)
+    study = worker.open_study(space)
+    connections = []
+    for _ in range(3):
+        assert len(worker.ask(study, space, None)) == 1
+        connections.append(lock_connections(postgres_url))
+    assert len(connections[0]) == 1 and connections == [connections[0]] * 3
+    worker.lock.close()
+    deadline = time.monotonic() + 5
+    while lock_connections(postgres_url) and time.monotonic() < deadline:  # the server process takes a moment to go
+        time.sleep(0.05)
+    assert lock_connections(postgres_url) == []
+
+
+def test_a_run_finds_its_running_trial_by_number(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="tiny", storage=storage)
+    study.ask()
+    running_trial(optuna.load_study(study_name="tiny", storage=storage), storage, study.ask().number).report(0.5, 1)
+    assert [trial.intermediate_values for trial in study.get_trials()] == [{}, {1: 0.5}]
+
+
+def test_no_private_optuna_attribute_is_read() -> None:
+    """Optuna's storage and ids are reached through its public API (the storage the code opened), which its
+    releases keep."""
+    private = {"_storage", "_study_id", "_trial_id", "_cached_frozen_trial"}
+    sources = [path for folder in ("src", "scripts", "hydra_plugins") for path in (REPO / folder).rglob("*.py")]
+    read = [(path.name, node.attr) for path in sources for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr in private]  # fmt: skip
+    assert read == []
+
+
+def test_the_studys_counts_are_by_state_in_optunas_order(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"))
+    for state in (TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE):
+        study.tell(study.ask(), 1.0 if state == TrialState.COMPLETE else None, state=state)
+    counts = trial_counts(study.get_trials())
+    assert counts == {"complete": 2, "pruned": 1, "fail": 1} and list(counts) == ["complete", "pruned", "fail"]
+    assert counted(counts) == "2 complete, 1 pruned, 1 fail" and counted({}) == "none"
