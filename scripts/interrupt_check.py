@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import TINY_RUN, write_tiny_mnist  # noqa: E402
+from tests.helpers import TINY_RUN, comparable, sigint_as_at_a_terminal, start_cli, write_tiny_mnist  # noqa: E402
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}
 SWEEP = ("-m", "seed=1,2,3,4,5,6", *TINY_RUN, "trainer.max_epochs=3", "trainer.deterministic=true", "logger=none")
@@ -39,27 +39,6 @@ TIME_COLUMNS = ("minutes to 99.4 % from start (per seed)", "minutes per run")
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
-
-
-def start(args: list[str], data_dir: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    with log.open("a") as sink:
-        return subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env, stdout=sink, stderr=sink,
-                                preexec_fn=default_sigint)  # fmt: skip
-
-
-def default_sigint() -> None:
-    """Ctrl-C as a terminal's foreground command has it, also where this script runs in the background (where the
-    shell has the processes it starts ignore SIGINT)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def comparable(summary: dict) -> dict:
-    """A summary less its wall-clock figures, the resume marker and the command line."""
-    dropped = {"train_seconds", "test_seconds", "seconds_to_99_4", "resumed_from", "overrides"}
-    rows = [{key: value for key, value in row.items() if key not in ("seconds", "since_start")}
-            for row in summary["per_epoch"]]  # fmt: skip
-    return {**{key: value for key, value in summary.items() if key not in dropped}, "per_epoch": rows}
 
 
 def finished_files(sweep: Path) -> dict[str, str]:
@@ -81,13 +60,13 @@ def repeat(rng: random.Random, work: Path, interruptions_at_most: int) -> None:
     data = write_tiny_mnist(work / "tiny")
     reference, sweep = work / "reference", work / "interrupted"
     started = time.perf_counter()
-    assert start([*SWEEP, f"hydra.sweep.dir={reference}"], data, work / "reference.log").wait() == 0
+    assert start_cli(*SWEEP, f"hydra.sweep.dir={reference}", data_dir=data, stderr=work / "reference.log").wait() == 0
     uninterrupted_seconds = time.perf_counter() - started
     emit({"event": "reference", "seconds": round(uninterrupted_seconds, 1)})
     sessions = interruptions = changed = 0
     while True:
         before = finished_files(sweep) if sweep.exists() else {}
-        process = start([*SWEEP, f"hydra.sweep.dir={sweep}"], data, work / "interrupted.log")
+        process = start_cli(*SWEEP, f"hydra.sweep.dir={sweep}", data_dir=data, stderr=work / "interrupted.log")
         sessions += 1
         # Once every job has finished, or after enough interruptions, the session is let end.
         done = len({path.split("/")[0] for path in before}) == len(SWEEP[1].split(","))
@@ -128,7 +107,8 @@ def lost(rng: random.Random, work: Path, overrides: list[str]) -> None:
     moment of epoch 3; the training since epoch 2's checkpoint is what a resumed run repeats."""
     for name in ("SIGTERM", "SIGKILL"):
         run_dir = work / name
-        process = start([*overrides, f"hydra.run.dir={run_dir}"], Path(os.environ["DATA_DIR"]), work / f"{name}.log")
+        process = start_cli(*overrides, f"hydra.run.dir={run_dir}", data_dir=Path(os.environ["DATA_DIR"]),
+                            stderr=work / f"{name}.log")  # fmt: skip
         last = run_dir / "checkpoints" / "last.ckpt"
         written = []
         while len(written) < 2:
@@ -159,6 +139,7 @@ def main() -> None:
         help="lost: the run's overrides (default: `fast`, 4 epochs of half the training batches)",
     )  # fmt: skip
     args = parser.parse_args()
+    sigint_as_at_a_terminal()  # the runs it starts take Ctrl-C as at a terminal, also where it runs in the background
     rng = random.Random(args.rounds_seed)
     with tempfile.TemporaryDirectory() as work:
         emit({"event": "command", "argv": sys.argv[1:], "sweep": list(SWEEP) if args.check == "repeat" else args.run})

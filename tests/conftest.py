@@ -7,7 +7,6 @@ only the command-line tests use (`real_mnist`, `evaluated_run`) are in tests/cli
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,14 @@ import torch
 
 from src.core.logs import IRRELEVANT_WARNINGS
 from src.core.resolvers import register_resolvers
-from tests.helpers import THREADS, TRAINED_RUN, ShellOnUnpickle, train_in_process, write_tiny_mnist
+from tests.helpers import (
+    THREADS,
+    TRAINED_RUN,
+    ShellOnUnpickle,
+    sigint_as_at_a_terminal,
+    train_in_process,
+    write_tiny_mnist,
+)
 
 register_resolvers()  # what the entry points do before Hydra composes
 torch.set_num_threads(THREADS)
@@ -26,10 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings filters around each test, so the ones a run sets in-process would not hold for the next."""
     for message, module in IRRELEVANT_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}::{module}")
-    # Ctrl-C as at a terminal, for this process and the commands it starts: a suite started as a background job
-    # (`make test &`, some CI runners) inherits SIGINT ignored, which the interruption tests must be able to send.
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    sigint_as_at_a_terminal()  # the interruption and dashboard tests send Ctrl-C
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

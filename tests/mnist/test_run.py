@@ -6,11 +6,9 @@ multirun cannot run."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import torch
 
 from src.core.rundirs import is_finished
 from src.mnist.run import relaunches_the_command
-from tests.helpers import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, train_in_process
+from tests.helpers import TINY_RUN, TRAINED_RUN, cli_in_process, comparable, start_cli, train_in_process
 
 DETERMINISTIC = (
     "model=dropout_steplr",  # dropout, augmentation and an epoch-stepped StepLR: every kind of state to restore
@@ -35,22 +33,6 @@ DETERMINISTIC = (
     "logger=none",
     "seed=3",
 )
-NOT_COMPARED = {"train_seconds", "test_seconds", "seconds_to_99_4", "resumed_from", "overrides"}
-
-
-def comparable(summary: dict) -> dict:
-    """A summary without wall-clock figures, the resume marker and the command line: what must match."""
-    rows = [{key: value for key, value in row.items() if "second" not in key and key != "since_start"}
-            for row in summary["per_epoch"]]  # fmt: skip
-    return {**{key: value for key, value in summary.items() if key not in NOT_COMPARED}, "per_epoch": rows}
-
-
-def start_cli(*overrides: str, data_dir: Path, stderr: Path) -> subprocess.Popen:
-    """The CLI in the background, its stderr to a file (a pipe nobody reads would fill and stall it)."""
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(THREADS)}
-    command = [sys.executable, "-m", "src.train", *overrides]
-    with stderr.open("w") as sink:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=sink)
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> None:
