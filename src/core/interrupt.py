@@ -40,7 +40,8 @@ class Interrupted(SystemExit):
 
 class StopRequests:
     """While entered: the first stop signal is recorded (`signum`) and passed to Lightning's SIGTERM handler (which
-    sets `trainer.received_sigterm`; outside `fit`/`test` nothing else happens, and the run checks `signum` itself); a
+    sets `trainer.received_sigterm`); one that comes before `fit`/`test` has installed that handler is only recorded,
+    and `StopWhenRequested` passes it on at the next batch's end (before `fit`, the run checks `signum` itself); a
     second SIGINT raises KeyboardInterrupt at once. Lightning composes the SIGTERM handler it installs with the one in
     place when `fit` starts, this one, so a SIGTERM reaches both. On leaving, the previous handlers come back."""
 
@@ -74,9 +75,14 @@ class StopRequests:
                 raise KeyboardInterrupt  # the second Ctrl-C: no waiting for the step to end
             return
         self.signum = signum
+        self.pass_on(frame)
+
+    def pass_on(self, frame: FrameType | None = None) -> None:
+        """The recorded stop to Lightning's SIGTERM handler, where one is in place (inside fit/test: it calls ours
+        too, which changes nothing). `StopWhenRequested` calls it for a stop that came before Lightning's was."""
         lightning = signal.getsignal(signal.SIGTERM)
-        if callable(lightning) and lightning != self._on_sigterm:  # inside fit/test: Lightning's, which calls ours
-            lightning(signum, frame)
+        if self.signum is not None and callable(lightning) and lightning != self._on_sigterm:
+            lightning(self.signum, frame)
 
     def hand_over(self) -> None:
         """After the clean stop: the handler a launcher had installed for the signal (submitit's checkpoint and

@@ -29,7 +29,7 @@ from src.core.interrupt import Interrupted, StopRequests
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
 from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run, is_finished
-from src.mnist.callbacks import EpochLog, RecordInCheckpoint, TrialReport
+from src.mnist.callbacks import EpochLog, RecordInCheckpoint, StopWhenRequested, TrialReport
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.record import (
     ALLOWED_TARGETS,
@@ -153,8 +153,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     epoch_log = EpochLog(job_start)
     report = trial_report(cfg, epoch_log)
+    stop = StopRequests()
     callbacks = [*configured_callbacks(cfg), epoch_log, *([report] if report else []),
-                 RecordInCheckpoint(RunRecord.of_run(cfg, model.net))]  # fmt: skip
+                 RecordInCheckpoint(RunRecord.of_run(cfg, model.net)), StopWhenRequested(stop)]  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO(ALLOWED_TARGETS)]
@@ -171,7 +172,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     seconds = {"train": 0.0, "test": 0.0}
     start = time.perf_counter()
-    with StopRequests() as stop:
+    with stop:
         try:
             with warnings.catch_warnings():
                 if continues_own_run:

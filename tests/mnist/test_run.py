@@ -44,18 +44,26 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> No
 
 
 class SignalAt(pl.Callback):
-    """Sends `signum` to this process after step `step` of a run, the `occurrence`-th time any run of the test gets
-    there (counted in `counter`, a file, so that a multirun's later job or a continued run can be the one)."""
+    """Sends `signum` to this process after step `step` of a run (step 0: as fit starts, before Lightning's SIGTERM
+    handler is in place), the `occurrence`-th time any run of the test gets there (counted in `counter`, a file, so
+    that a multirun's later job or a continued run can be the one)."""
 
     def __init__(self, signum: int, step: int, counter: str, occurrence: int = 1) -> None:
         self.signum, self.step, self.counter, self.occurrence = signum, step, Path(counter), occurrence
 
+    def on_fit_start(self, trainer: pl.Trainer, *args) -> None:
+        if self.step == 0:
+            self._count_and_send()
+
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if trainer.global_step == self.step:
-            seen = int(self.counter.read_text()) + 1 if self.counter.is_file() else 1
-            self.counter.write_text(str(seen))
-            if seen == self.occurrence:
-                signal.raise_signal(self.signum)
+            self._count_and_send()
+
+    def _count_and_send(self) -> None:
+        seen = int(self.counter.read_text()) + 1 if self.counter.is_file() else 1
+        self.counter.write_text(str(seen))
+        if seen == self.occurrence:
+            signal.raise_signal(self.signum)
 
 
 def signal_at(signum: int, step: int, counter: Path, occurrence: int = 1) -> tuple[str, ...]:
@@ -146,6 +154,22 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "interrupted" not in summary and summary["epochs"] == 2 and is_finished(run_dir)
     assert summary["resumed_from"] == str(last)
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_signal_before_lightnings_handler_is_in_place_stops_the_run_at_the_next_batch(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM as fit starts, when the run takes stop signals but Lightning's handler is not installed yet: recorded,
+    then passed to Lightning at the next batch's end (the sanity check's first), so the run stops there instead of
+    training to the end."""
+    run_dir = tmp_path / "run"
+    args = (*TINY_RUN, "logger=none", *signal_at(signal.SIGTERM, 0, tmp_path / "count"))
+    error = cli_in_process("src.train", *args, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error == str(128 + signal.SIGTERM)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] == {"signal": "SIGTERM", "epoch": 1, "step": 0, "checkpoint": None}
 
 
 @pytest.mark.usefixtures("restored_sigint")
