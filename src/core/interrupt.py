@@ -1,7 +1,7 @@
 """A run that a signal stops cleanly: SIGTERM, SIGINT and SIGUSR1 stop it at the next step boundary, through
 Lightning's own SIGTERM handling (the loops raise `SIGTERMException` after the step, or after the epoch's
 checkpoints at its end); a second Ctrl-C stops it at once. The run then records the interruption, says how to
-continue, and exits with 128 + the signal's number."""
+continue (or, with no checkpoint to continue from, how to start again), and exits with 128 + the signal's number."""
 
 from __future__ import annotations
 
@@ -23,9 +23,22 @@ class Interrupted(SystemExit):
     """A run stopped by a signal: exits with 128 + its number. A SystemExit, so that Hydra's job runner and a
     multirun's failure handler let it through and the whole sweep stops."""
 
-    def __init__(self, signum: int, what: str, run_dir: Path, sweep_dir: Path | None) -> None:
+    def __init__(self, signum: int, what: str, run_dir: Path, sweep_dir: Path | None, checkpoint: Path | None) -> None:
         super().__init__(128 + signum)
         self.signum, self.what, self.run_dir, self.sweep_dir = signum, what, run_dir, sweep_dir
+        self.checkpoint = checkpoint
+
+    def line(self, args: list[str]) -> str:
+        """The run's last line: what happened, and the command that goes on from there. A run that kept no checkpoint
+        has nothing to continue: it starts again (a sweep's job does so in its dir, kept jobs staying as they are)."""
+        if self.sweep_dir is None and self.checkpoint is None:
+            return f"{self.what}; the same command starts it again, in a new run dir: {self.restart_command(args)}"
+        return f"{self.what}; continue with: {self.continue_command(args)}"
+
+    @staticmethod
+    def restart_command(args: list[str]) -> str:
+        """`args` again, less a `hydra.run.dir=` (that dir holds the stopped run's files, so a new run refuses it)."""
+        return shlex.join(["python", "-m", "src.train", *(arg for arg in args if not arg.startswith("hydra.run.dir="))])
 
     def continue_command(self, args: list[str]) -> str:
         """The command that continues the run `args` (src.train's arguments) started: a multirun with its sweep dir

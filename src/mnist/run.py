@@ -194,15 +194,19 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             seconds["train"] = seconds["train"] or time.perf_counter() - start
         if stop.signum is not None:
             summary = build_summary(cfg, model, epoch_log.rows, {}, seconds)
-            last = output_dir / UNFINISHED_MARK
+            last = output_dir / UNFINISHED_MARK if (output_dir / UNFINISHED_MARK).is_file() else None
             summary["interrupted"] = {
                 "signal": signal.Signals(stop.signum).name,
                 "epoch": trainer.current_epoch + 1,  # the epoch it stopped in (one past the last, after the last)
                 "step": trainer.global_step,
-                "checkpoint": str(last) if last.is_file() else None,
+                "checkpoint": str(last) if last else None,
             }
             write_summary(summary, checkpoint_path, trainer, output_dir)
-            kept = f"{last} holds epoch {len(epoch_log.rows)}" if last.is_file() else "no epoch had finished"
+            if last:
+                kept = f"{last} holds epoch {len(epoch_log.rows)}"
+            else:  # e.g. the speedrun, whose settings switch checkpoints off
+                why = "its settings write none" if epoch_log.rows else "no epoch had finished"
+                kept = f"it kept no checkpoint to continue from ({why})"
             what = (
                 f"interrupted by {summary['interrupted']['signal']} in epoch {summary['interrupted']['epoch']} at "
                 f"step {trainer.global_step}; {kept}; {output_dir / 'summary.json'} records the figures so far"
@@ -210,7 +214,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             log.warning(what)
             stop.hand_over()  # a launcher's requeue, where it had claimed the signal
             sweep_dir = Path(HydraConfig.get().sweep.dir).resolve() if multirun else None
-            raise Interrupted(stop.signum, what, output_dir, sweep_dir)
+            raise Interrupted(stop.signum, what, output_dir, sweep_dir, last)
 
     summary = build_summary(cfg, model, epoch_log.rows, test, seconds)
     summary["pruned_at_epoch"] = report.pruned_at if report else None

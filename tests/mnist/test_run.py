@@ -6,6 +6,7 @@ multirun cannot run."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -158,11 +159,12 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
 
 @pytest.mark.usefixtures("restored_sigint")
 def test_a_signal_before_lightnings_handler_is_in_place_stops_the_run_at_the_next_batch(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """SIGTERM as fit starts, when the run takes stop signals but Lightning's handler is not installed yet: recorded,
     then passed to Lightning at the next batch's end (the sanity check's first), so the run stops there instead of
-    training to the end."""
+    training to the end. No checkpoint to continue from: the line gives the command that starts it again, less the
+    run dir it used."""
     run_dir = tmp_path / "run"
     args = (*TINY_RUN, "logger=none", *signal_at(signal.SIGTERM, 0, tmp_path / "count"))
     error = cli_in_process("src.train", *args, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist,
@@ -170,6 +172,33 @@ def test_a_signal_before_lightnings_handler_is_in_place_stops_the_run_at_the_nex
     assert error == str(128 + signal.SIGTERM)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] == {"signal": "SIGTERM", "epoch": 1, "step": 0, "checkpoint": None}
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM in epoch 1 at step 0; it kept no checkpoint to continue from (no epoch had finished); "
+        f"{run_dir / 'summary.json'} records the figures so far; the same command starts it again, in a new run dir: "
+        f"{shlex.join(['python', '-m', 'src.train', *args])}"
+    )
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_run_that_writes_no_checkpoint_says_the_same_command_starts_it_again(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The speedrun writes no checkpoint: stopped in epoch 2, it has nothing to continue from, and the command its
+    line gives starts it again in a new run dir, to the end."""
+    runs = tmp_path / "runs"
+    args = ("model=speedrun", *TINY_RUN, f"runs_dir={runs}", *signal_at(signal.SIGTERM, 13, tmp_path / "count"))
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) == "143"
+    (stopped,) = runs.iterdir()
+    interrupted = json.loads((stopped / "summary.json").read_text())["interrupted"]
+    assert interrupted == {"signal": "SIGTERM", "epoch": 2, "step": 13, "checkpoint": None}
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "; it kept no checkpoint to continue from (its settings write none); " in line
+    command = line.split("; the same command starts it again, in a new run dir: ")[1]
+    assert command == shlex.join(["python", "-m", "src.train", *args])
+
+    assert cli_in_process("src.train", *shlex.split(command)[3:], data_dir=tiny_mnist, monkeypatch=monkeypatch) is None
+    (again,) = set(runs.iterdir()) - {stopped}
+    assert is_finished(again) and json.loads((again / "summary.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.usefixtures("restored_sigint")
