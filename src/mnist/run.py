@@ -38,6 +38,7 @@ from src.mnist.record import (
     check_same_learning,
     load_teacher,
     read_checkpoint,
+    saved_learning_settings,
 )
 from src.mnist.schema import validate
 
@@ -133,11 +134,13 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     checkpoint_path = resume_checkpoint(cfg, output_dir, sweep_job=multirun)
     checkpoint, record = read_checkpoint(checkpoint_path) if checkpoint_path is not None else (None, None)
+    if multirun and record is None:
+        check_same_learning_as_saved(cfg, output_dir)
     if multirun and is_finished(output_dir):  # a multirun run again in its sweep dir: this job had finished
         return finished_job(record, cfg, output_dir)
     continues_own_run = continues_its_own_run(checkpoint_path, output_dir)
     if continues_own_run:
-        check_same_learning(record, cfg, output_dir)
+        check_same_learning(record.learning, cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -262,10 +265,20 @@ def write_summary(summary: dict[str, Any], resumed_from: Path | None, trainer: p
         write_json_atomically(output_dir / "summary.json", summary)
 
 
+def check_same_learning_as_saved(cfg: DictConfig, output_dir: Path) -> None:
+    """A multirun job with no checkpoint to compare with (a recipe that writes none, a job that had not finished an
+    epoch): its dir's first config, `.hydra/config.yaml`, read as data, gives the settings it ran under (a job new in
+    this session compares with its own). A sweep dir never mixes settings, kept jobs included."""
+    saved = output_dir / ".hydra" / "config.yaml"
+    if saved.is_file():  # absent with hydra.output_subdir=null: nothing to compare with
+        check_same_learning(saved_learning_settings(saved), cfg, output_dir)
+
+
 def finished_job(record: RunRecord | None, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """A multirun job whose dir holds its finished run: kept as it is, if it learned under these settings."""
+    """A multirun job whose dir holds its finished run: kept as it is, if it learned under these settings (compared
+    with its checkpoint's record here, or before, without one, with its saved config)."""
     if record is not None:
-        check_same_learning(record, cfg, output_dir)
+        check_same_learning(record.learning, cfg, output_dir)
     log.info("%s finished in an earlier session: kept (%s)", output_dir.name, output_dir / "summary.json")
     return json.loads((output_dir / "summary.json").read_text())
 

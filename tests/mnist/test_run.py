@@ -1,7 +1,8 @@
-"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume and a signal's clean stop to the uninterrupted result,
-a multirun run again in its sweep dir continuing where it stopped, a resume under changed settings refused,
-divergence stopped with the last good checkpoint kept; what a run that evaluates nothing reports; the strategies a
-multirun cannot run."""
+"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume and a signal's clean stop to the uninterrupted result
+(also for a signal before Lightning's handler is in place, and for a run without checkpoints, which starts again),
+a multirun run again in its sweep dir continuing where it stopped (with checkpoints or with its jobs' saved configs),
+a resume under changed settings refused, divergence stopped with the last good checkpoint kept; what a run that
+evaluates nothing reports; the strategies a multirun cannot run."""
 
 from __future__ import annotations
 
@@ -231,6 +232,31 @@ def test_a_multirun_run_again_in_its_sweep_dir_continues_where_it_stopped(
     assert error is not None and error.startswith("error: 3 of 3 jobs failed: 0_dropout_steplr_seed1 (error: the run")
     assert "started with optimizer.lr=0.01 (now 0.02)" in error
     assert {path: path.read_bytes() for path in job0_files} == job0_files
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_sweep_without_checkpoints_run_again_compares_each_jobs_saved_settings(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speedrun writes no checkpoint, so its jobs' settings are compared with their dirs' `.hydra/config.yaml`:
+    run again under another lr, the finished job and the stopped one are both refused in one line; run again as it
+    was, the finished job is kept and the stopped one starts again."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "seed=1,2", "model=speedrun", *TINY_RUN, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
+            *signal_at(signal.SIGTERM, 3, tmp_path / "count", occurrence=2))  # fmt: skip
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) == "143"
+    job0, job1 = sweep / "0_speedrun_seed1", sweep / "1_speedrun_seed2"
+    assert is_finished(job0) and not is_finished(job1) and not list(sweep.rglob("*.ckpt"))
+    kept = (job0 / "summary.json").read_bytes()
+
+    error = cli_in_process("src.train", *args, "optimizer.lr=0.02", data_dir=tiny_mnist, monkeypatch=monkeypatch)
+    assert error is not None and error.startswith(f"error: 2 of 2 jobs failed: {job0.name} (error: the run in {job0}")
+    assert "started with optimizer.lr=0.06 (now 0.02)" in error and f"{job1.name} (error: the run in {job1}" in error
+    assert (job0 / "summary.json").read_bytes() == kept and not is_finished(job1)
+
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) is None
+    assert (job0 / "summary.json").read_bytes() == kept, "the finished job is kept as it was"
+    assert is_finished(job1) and json.loads((job1 / "summary.json").read_text())["resumed_from"] is None
 
 
 def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
