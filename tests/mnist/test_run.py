@@ -121,6 +121,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert len(list((run_dir / ".hydra").glob("*/config.yaml"))) == 1, "the resumed run's config sits beside it"
 
 
+def dispositions() -> dict[int, object]:
+    """Every signal's handler in this process, as Python sees it."""
+    return {signum: signal.getsignal(signum) for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}}
+
+
 @pytest.fixture
 def restored_sigint() -> Iterator[None]:
     """A run stopped by a signal ignores Ctrl-C on its way out (the process is ending): not this test process's."""
@@ -138,9 +143,12 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
     interruption and the figures so far, exits 128 + the signal, and its line's command continues it."""
     run_dir = tmp_path / "run"
     args = (*TINY_RUN, "logger=none", *signal_at(signum, 13, tmp_path / "count"))
+    before = dispositions()
     error = cli_in_process("src.train", *args, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist,
                            monkeypatch=monkeypatch)  # fmt: skip
     assert error == str(128 + signum)
+    assert dispositions() == {**before, signal.SIGINT: signal.SIG_IGN}, "only Ctrl-C ignored, on the way out"
+    signal.signal(signal.SIGINT, before[signal.SIGINT])
     summary = json.loads((run_dir / "summary.json").read_text())
     name = signal.Signals(signum).name
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -156,6 +164,7 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "interrupted" not in summary and summary["epochs"] == 2 and is_finished(run_dir)
     assert summary["resumed_from"] == str(last)
+    assert dispositions() == before, "no handler of Lightning's or the run's left behind"
 
 
 @pytest.mark.usefixtures("restored_sigint")
