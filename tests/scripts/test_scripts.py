@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -120,3 +121,33 @@ def test_search_benchmark_times_each_storage(script, tmp_path: Path) -> None:
     assert {line["storage"] for line in lines} >= {"sqlite", "journal"}
     assert all(line["trials"] == 3 and 0 < line["ms_per_trial_median"] <= line["ms_per_trial_max"] for line in lines)
     assert [json.loads(text) for text in out.read_text().splitlines()] == lines
+
+
+class Running:
+    """A stand-in for the session's process: running for `polls` polls, then ended."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls = polls
+
+    def poll(self) -> int | None:
+        self.polls -= 1
+        return None if self.polls >= 0 else 0
+
+
+def test_the_repeated_interruption_waits_for_a_job_in_training(script, tmp_path: Path) -> None:
+    """`repeat` signals a session only once it has written a checkpoint that is not a job's last epoch's (the job is
+    training its next epoch): not one from an earlier session, not a job's last (it is testing or done)."""
+    check = script("interrupt_check")
+
+    def write(job: str, epoch: int) -> None:
+        (tmp_path / job / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": epoch}, tmp_path / job / "checkpoints" / "last.ckpt")
+
+    write("0_kept", 0)
+    since_ns = time.time_ns() + 1
+    time.sleep(0.05)  # file times come from a coarser clock, a tick behind at most
+    assert check.training_job(tmp_path, since_ns, Running(polls=3)) is None, "an earlier session's checkpoint"
+    write("1_last", check.EPOCHS - 1)
+    assert check.training_job(tmp_path, since_ns, Running(polls=3)) is None, "a job's last epoch's checkpoint"
+    write("2_training", 0)
+    assert check.training_job(tmp_path, since_ns, Running(polls=3)) == ("2_training", 2)
