@@ -82,7 +82,7 @@ if __name__ == "__main__":
     try:
         main()
     except Interrupted as stop:
-        print(f"{stop.what}; continue with: {stop.continue_command(sys.argv[1:])}", file=sys.stderr)
+        print(stop.line(sys.argv[1:]), file=sys.stderr)
         raise SystemExit(stop.code) from None
     # Python's last collections at exit walk every object torch and Lightning made (seconds, which the speedrun's
     # clock counts): collect the run's garbage now, then leave the rest to the process's end.

@@ -9,7 +9,6 @@ tests/cli/conftest.py.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.helpers import (
     ShellOnUnpickle,
     cli_in_process,
     postgres_bin_dir,
+    sigint_as_at_a_terminal,
     throwaway_postgres,
     train_in_process,
     write_tiny_mnist,
@@ -38,10 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings filters around each test, so the ones a run sets in-process would not hold for the next."""
     for message, module in IRRELEVANT_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}::{module}")
-    # Ctrl-C as at a terminal, for this process and the commands it starts: a suite started as a background job
-    # (`make test &`, some CI runners) inherits SIGINT ignored, which the interruption tests must be able to send.
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    sigint_as_at_a_terminal()  # the interruption and dashboard tests send Ctrl-C
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,6 +23,7 @@ import os
 import re
 import runpy
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -272,18 +273,42 @@ def cli_in_process(
 
 
 def start_cli(
-    *args: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None, cwd: Path = REPO
-) -> subprocess.Popen:
-    """`python -m MODULE ARGS` started in a new interpreter, as a user would start it, with DATA_DIR set; its output
-    is captured as text."""
+    *args: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None, cwd: Path = REPO,
+    stderr: Path | None = None,
+) -> subprocess.Popen:  # fmt: skip
+    """`python -m MODULE ARGS` started in a new interpreter, as a user would start it, with DATA_DIR set. Its output is
+    captured as text; with `stderr`, its stderr is appended to that file and its stdout dropped instead, for a command
+    left running in the background (a pipe nobody reads would fill and stall it)."""
     full_env = {
         **os.environ, "DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": str(THREADS), **(env or {}),
     }  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    command = [sys.executable, "-m", module, *args]
+    if stderr is None:
+        return subprocess.Popen(
+            command, cwd=cwd, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    with stderr.open("a") as sink:
+        return subprocess.Popen(command, cwd=cwd, env=full_env, text=True, stdout=subprocess.DEVNULL, stderr=sink)
+
+
+def sigint_as_at_a_terminal() -> None:
+    """Ctrl-C as a terminal's foreground command has it, for this process and the commands it starts: one started as
+    a background job (`make test &`, some CI runners) inherits SIGINT ignored, which interruption checks must send."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# What must match between a run stopped and continued and the same run uninterrupted: a summary less its wall-clock
+# figures, the resume marker and the command line.
+NOT_COMPARED = {"train_seconds", "test_seconds", "seconds_to_99_4", "resumed_from", "overrides"}
+
+
+def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """`summary` less `NOT_COMPARED` and its rows' times."""
+    rows = [{key: value for key, value in row.items() if key not in ("seconds", "since_start")}
+            for row in summary["per_epoch"]]  # fmt: skip
+    return {**{key: value for key, value in summary.items() if key not in NOT_COMPARED}, "per_epoch": rows}
 
 
 def run_cli(*args: str, data_dir: Path, module: str = "src.train", env: dict[str, str] | None = None,

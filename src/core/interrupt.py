@@ -1,7 +1,7 @@
 """A run that a signal stops cleanly: SIGTERM, SIGINT and SIGUSR1 stop it at the next step boundary, through
 Lightning's own SIGTERM handling (the loops raise `SIGTERMException` after the step, or after the epoch's
 checkpoints at its end); a second Ctrl-C stops it at once. The run then records the interruption, says how to
-continue, and exits with 128 + the signal's number."""
+continue (or, with no checkpoint to continue from, how to start again), and exits with 128 + the signal's number."""
 
 from __future__ import annotations
 
@@ -23,9 +23,23 @@ class Interrupted(SystemExit):
     """A run stopped by a signal: exits with 128 + its number. A SystemExit, so that Hydra's job runner and a
     multirun's failure handler let it through and the whole sweep stops."""
 
-    def __init__(self, signum: int, what: str, run_dir: Path, sweep_dir: Path | None) -> None:
+    def __init__(self, signum: int, what: str, run_dir: Path, sweep_dir: Path | None, checkpoint: Path | None) -> None:
         super().__init__(128 + signum)
         self.signum, self.what, self.run_dir, self.sweep_dir = signum, what, run_dir, sweep_dir
+        self.checkpoint = checkpoint
+
+    def line(self, args: list[str]) -> str:
+        """The run's last line: what happened, and the command that goes on from there. A run that kept no checkpoint
+        has nothing to continue: it starts again (a sweep's job does so in its dir, kept jobs staying as they are)."""
+        if self.sweep_dir is None and self.checkpoint is None:
+            return f"{self.what}; the same command starts it again, in a new run dir: {self.restart_command(args)}"
+        return f"{self.what}; continue with: {self.continue_command(args)}"
+
+    @staticmethod
+    def restart_command(args: list[str]) -> str:
+        """`args` again, less a `hydra.run.dir=` (that dir holds the stopped run's files, so a new run refuses it)."""
+        kept = (without_password(arg) for arg in args if not arg.startswith("hydra.run.dir="))
+        return shlex.join(["python", "-m", "src.train", *kept])
 
     def continue_command(self, args: list[str]) -> str:
         """The command that continues the run `args` (src.train's arguments) started: a multirun with its sweep dir
@@ -58,7 +72,8 @@ def without_password(arg: str) -> str:
 
 class StopRequests:
     """While entered: the first stop signal is recorded (`signum`) and passed to Lightning's SIGTERM handler (which
-    sets `trainer.received_sigterm`; outside `fit`/`test` nothing else happens, and the run checks `signum` itself); a
+    sets `trainer.received_sigterm`); one that comes before `fit`/`test` has installed that handler is only recorded,
+    and `StopWhenRequested` passes it on at the next batch's end (before `fit`, the run checks `signum` itself); a
     second SIGINT raises KeyboardInterrupt at once. Lightning composes the SIGTERM handler it installs with the one in
     place when `fit` starts, this one, so a SIGTERM reaches both. On leaving, the previous handlers come back."""
 
@@ -92,9 +107,14 @@ class StopRequests:
                 raise KeyboardInterrupt  # the second Ctrl-C: no waiting for the step to end
             return
         self.signum = signum
+        self.pass_on(frame)
+
+    def pass_on(self, frame: FrameType | None = None) -> None:
+        """The recorded stop to Lightning's SIGTERM handler, where one is in place (inside fit/test: it calls ours
+        too, which changes nothing). `StopWhenRequested` calls it for a stop that came before Lightning's was."""
         lightning = signal.getsignal(signal.SIGTERM)
-        if callable(lightning) and lightning != self._on_sigterm:  # inside fit/test: Lightning's, which calls ours
-            lightning(signum, frame)
+        if self.signum is not None and callable(lightning) and lightning != self._on_sigterm:
+            lightning(self.signum, frame)
 
     def hand_over(self) -> None:
         """After the clean stop: the handler a launcher had installed for the signal (submitit's checkpoint and

@@ -1,4 +1,5 @@
-"""Callbacks that turn a run into what users read: one line per epoch, `summary.json`'s rows, TensorBoard figures."""
+"""Callbacks that turn a run into what users read (one line per epoch, `summary.json`'s rows, TensorBoard figures),
+and those that keep it whole: its record in every checkpoint, a search's pruning, a stop signal's clean stop."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pytorch_lightning.callbacks import WeightAveraging  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from src.core.interrupt import StopRequests  # noqa: E402
 from src.mnist.images import MNIST_MEAN, MNIST_STD  # noqa: E402
 from src.mnist.record import RunRecord  # noqa: E402
 
@@ -235,3 +237,25 @@ class RecordInCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self.record.write_into(checkpoint)
+
+
+class StopWhenRequested(pl.Callback):
+    """A stop signal that came after the run began taking them (`StopRequests`) but before `fit` or `test` installed
+    Lightning's SIGTERM handler was only recorded: it is passed to that handler at the next batch's end, so that the
+    loops stop there, as for a signal during training (same checkpoint, summary and exit status)."""
+
+    def __init__(self, stop: StopRequests) -> None:
+        self.stop = stop
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._pass_on(trainer)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._pass_on(trainer)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._pass_on(trainer)
+
+    def _pass_on(self, trainer: pl.Trainer) -> None:
+        if self.stop.signum is not None and not trainer.received_sigterm:
+            self.stop.pass_on()

@@ -8,16 +8,19 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from src.core.checkpoint import CONFIG_KEY, checkpoint_bytes, load_checkpoint
-from src.core.errors import UserError
+from src.core.errors import UserError, reason_of
 from src.mnist import nets
 from src.mnist.classifier import TrainedNet
 from src.mnist.distill import Distillation
@@ -59,6 +62,7 @@ NOT_LEARNING = ("data.root", "data.download", "data.num_workers", "data.eval_bat
                 "model.channels_last", "model.optimizer", "model.scheduler", "model.test_time_shifts",
                 "model.max_params", "model.distillation.checkpoint", "optimizer.foreach")  # fmt: skip
 TRAINER_LEARNING = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "gradient_clip_val")
+RESOLVER_CALL = re.compile(r"\$\{\s*[\w.-]*\s*:")  # `${name:...}`; `${node.path}` names a config node
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,6 @@ class RunRecord:
             f"{self.net_class}; use model={self.recipe}{settings}"
         )
 
-    def learning_changes(self, cfg: DictConfig) -> list[str]:
-        return learning_changes(self.learning, learning_settings(cfg))
-
 
 def settings_with_defaults(target: str, settings: dict[str, Any]) -> dict[str, Any]:
     """A record's net settings, those added to the net since it was written at their defaults, which is what the run
@@ -225,9 +226,10 @@ def load_teacher(path: str | Path, split: Split) -> nn.Module:
     return teacher.model.net
 
 
-def check_same_learning(record: RunRecord, cfg: DictConfig, run_dir: Path) -> None:
-    """A run continued in its own dir learns as it started, or stops in one line naming what changed."""
-    changes = record.learning_changes(cfg)
+def check_same_learning(started: dict[str, dict[str, str]], cfg: DictConfig, run_dir: Path) -> None:
+    """A run continued in its own dir learns as it `started` (a record's `learning`, or `saved_learning_settings`),
+    or stops in one line naming what changed."""
+    changes = learning_changes(started, learning_settings(cfg))
     if changes:
         raise UserError(
             f"the run in {run_dir} started with {'; '.join(changes)}: resume it under those settings (its first "
@@ -259,6 +261,30 @@ def learning_settings(cfg: DictConfig) -> dict[str, dict[str, str]]:
         leaves = {key: json.dumps(leaf, separators=(",", ":")) for key, leaf in flattened(value, path).items()}
         settings[path] = {key: leaf for key, leaf in leaves.items() if key not in NOT_LEARNING}
     return settings
+
+
+def saved_learning_settings(config_file: Path) -> dict[str, dict[str, str]]:
+    """`learning_settings` of the config a run's dir kept (`.hydra/config.yaml`), read as data: interpolations of
+    other config nodes are resolved within it, a resolver's call (`${oc.env:...}`, `${hydra:...}`) stays its text and
+    is never called, and nothing is instantiated. One line if it is not a run's config."""
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+        if not isinstance(saved, dict):
+            raise ValueError("not a mapping")
+        return learning_settings(OmegaConf.create(uncalled(saved)))
+    except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise UserError(f"{config_file} cannot be read as a run's config ({reason_of(error)})") from None
+
+
+def uncalled(tree: Any) -> Any:
+    """`tree` with each string that calls a resolver escaped (`\\${`), so that OmegaConf keeps it as text."""
+    if isinstance(tree, dict):
+        return {key: uncalled(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [uncalled(value) for value in tree]
+    if isinstance(tree, str) and RESOLVER_CALL.search(tree):
+        return tree.replace("${", "\\${")
+    return tree
 
 
 def flattened(tree: Any, path: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from src.core.interrupt import Interrupted, StopRequests
 from src.core.logs import OWN_CHECKPOINT_DIR
 from src.core.provenance import provenance
 from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run, is_finished
-from src.mnist.callbacks import EpochLog, RecordInCheckpoint, TrialReport
+from src.mnist.callbacks import EpochLog, RecordInCheckpoint, StopWhenRequested, TrialReport
 from src.mnist.module import Diverged, MNISTClassifier
 from src.mnist.record import (
     ALLOWED_TARGETS,
@@ -38,6 +38,7 @@ from src.mnist.record import (
     check_same_learning,
     load_teacher,
     read_checkpoint,
+    saved_learning_settings,
 )
 from src.mnist.schema import validate
 
@@ -133,11 +134,13 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     checkpoint_path = resume_checkpoint(cfg, output_dir, sweep_job=multirun)
     checkpoint, record = read_checkpoint(checkpoint_path) if checkpoint_path is not None else (None, None)
+    if multirun and record is None:
+        check_same_learning_as_saved(cfg, output_dir)
     if multirun and is_finished(output_dir):  # a multirun run again in its sweep dir: this job had finished
         return finished_job(record, cfg, output_dir)
     continues_own_run = continues_its_own_run(checkpoint_path, output_dir)
     if continues_own_run:
-        check_same_learning(record, cfg, output_dir)
+        check_same_learning(record.learning, cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -153,8 +156,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     epoch_log = EpochLog(job_start)
     report = trial_report(cfg, epoch_log)
+    stop = StopRequests()
     callbacks = [*configured_callbacks(cfg), epoch_log, *([report] if report else []),
-                 RecordInCheckpoint(RunRecord.of_run(cfg, model.net))]  # fmt: skip
+                 RecordInCheckpoint(RunRecord.of_run(cfg, model.net)), StopWhenRequested(stop)]  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO(ALLOWED_TARGETS)]
@@ -171,7 +175,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     seconds = {"train": 0.0, "test": 0.0}
     start = time.perf_counter()
-    with StopRequests() as stop:
+    with stop:
         try:
             with warnings.catch_warnings():
                 if continues_own_run:
@@ -193,15 +197,19 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             seconds["train"] = seconds["train"] or time.perf_counter() - start
         if stop.signum is not None:
             summary = build_summary(cfg, model, epoch_log.rows, {}, seconds)
-            last = output_dir / UNFINISHED_MARK
+            last = output_dir / UNFINISHED_MARK if (output_dir / UNFINISHED_MARK).is_file() else None
             summary["interrupted"] = {
                 "signal": signal.Signals(stop.signum).name,
                 "epoch": trainer.current_epoch + 1,  # the epoch it stopped in (one past the last, after the last)
                 "step": trainer.global_step,
-                "checkpoint": str(last) if last.is_file() else None,
+                "checkpoint": str(last) if last else None,
             }
             write_summary(summary, checkpoint_path, trainer, output_dir)
-            kept = f"{last} holds epoch {len(epoch_log.rows)}" if last.is_file() else "no epoch had finished"
+            if last:
+                kept = f"{last} holds epoch {len(epoch_log.rows)}"
+            else:  # e.g. the speedrun, whose settings switch checkpoints off
+                why = "its settings write none" if epoch_log.rows else "no epoch had finished"
+                kept = f"it kept no checkpoint to continue from ({why})"
             what = (
                 f"interrupted by {summary['interrupted']['signal']} in epoch {summary['interrupted']['epoch']} at "
                 f"step {trainer.global_step}; {kept}; {output_dir / 'summary.json'} records the figures so far"
@@ -209,7 +217,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             log.warning(what)
             stop.hand_over()  # a launcher's requeue, where it had claimed the signal
             sweep_dir = Path(HydraConfig.get().sweep.dir).resolve() if multirun else None
-            raise Interrupted(stop.signum, what, output_dir, sweep_dir)
+            raise Interrupted(stop.signum, what, output_dir, sweep_dir, last)
 
     summary = build_summary(cfg, model, epoch_log.rows, test, seconds)
     summary["pruned_at_epoch"] = report.pruned_at if report else None
@@ -257,10 +265,20 @@ def write_summary(summary: dict[str, Any], resumed_from: Path | None, trainer: p
         write_json_atomically(output_dir / "summary.json", summary)
 
 
+def check_same_learning_as_saved(cfg: DictConfig, output_dir: Path) -> None:
+    """A multirun job with no checkpoint to compare with (a recipe that writes none, a job that had not finished an
+    epoch): its dir's first config, `.hydra/config.yaml`, read as data, gives the settings it ran under (a job new in
+    this session compares with its own). A sweep dir never mixes settings, kept jobs included."""
+    saved = output_dir / ".hydra" / "config.yaml"
+    if saved.is_file():  # absent with hydra.output_subdir=null: nothing to compare with
+        check_same_learning(saved_learning_settings(saved), cfg, output_dir)
+
+
 def finished_job(record: RunRecord | None, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """A multirun job whose dir holds its finished run: kept as it is, if it learned under these settings."""
+    """A multirun job whose dir holds its finished run: kept as it is, if it learned under these settings (compared
+    with its checkpoint's record here, or before, without one, with its saved config)."""
     if record is not None:
-        check_same_learning(record, cfg, output_dir)
+        check_same_learning(record.learning, cfg, output_dir)
     log.info("%s finished in an earlier session: kept (%s)", output_dir.name, output_dir / "summary.json")
     return json.loads((output_dir / "summary.json").read_text())
 

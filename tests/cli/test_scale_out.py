@@ -19,13 +19,15 @@ from tests.helpers import (
     TINY_RUN,
     TINY_TEST,
     cli_in_process,
+    comparable,
     compose_train,
     needs_sweep_extras,
     recipe_params,
     run_cli,
+    start_cli,
     train_in_process,
 )
-from tests.mnist.test_run import DETERMINISTIC, comparable, start_cli, wait_for
+from tests.mnist.test_run import DETERMINISTIC, wait_for
 
 QUIET = ("logger=none",)
 

@@ -38,18 +38,26 @@ def test_the_handlers_come_back_and_a_launchers_signal_is_handed_over() -> None:
         signal.signal(signal.SIGUSR2, previous)
 
 
-def test_the_command_continues_the_run_or_the_sweep() -> None:
-    run = Interrupted(signal.SIGTERM, "interrupted", Path("/runs/r 1"), None)
+def test_the_command_continues_the_run_or_the_sweep_or_starts_the_run_again() -> None:
+    """With no checkpoint a run has nothing to continue: the same command starts it again, less the run dir it used
+    (a new run refuses a dir with another run's files). A sweep continues either way (the job starts again)."""
+    run = Interrupted(signal.SIGTERM, "interrupted", Path("/runs/r 1"), None, Path("/runs/r 1/checkpoints/last.ckpt"))
     assert run.code == 143
     args = ["model=tiny", "ckpt_path=/x.ckpt", "hydra.run.dir=/old", "seed=2"]
-    assert shlex.split(run.continue_command(args)) == [
+    assert shlex.split(run.line(args).removeprefix("interrupted; continue with: ")) == [
         "python", "-m", "src.train", "model=tiny", "seed=2", "resume=true", "hydra.run.dir=/runs/r 1"
     ]  # fmt: skip
-    sweep = Interrupted(signal.SIGINT, "interrupted", Path("/sweep/1_tiny_seed2"), Path("/sweep"))
-    assert sweep.code == 130
-    assert sweep.continue_command(["-m", "seed=1,2", "hydra.sweep.dir=old"]) == (
-        "python -m src.train -m seed=1,2 hydra.sweep.dir=/sweep"
+    none_kept = Interrupted(signal.SIGTERM, "interrupted", Path("/runs/r 1"), None, None)
+    assert none_kept.line(args) == (
+        "interrupted; the same command starts it again, in a new run dir: python -m src.train model=tiny "
+        "ckpt_path=/x.ckpt seed=2"
     )
+    for checkpoint in (None, Path("/sweep/1_tiny_seed2/checkpoints/last.ckpt")):
+        sweep = Interrupted(signal.SIGINT, "interrupted", Path("/sweep/1_tiny_seed2"), Path("/sweep"), checkpoint)
+        assert sweep.code == 130
+        assert sweep.line(["-m", "seed=1,2", "hydra.sweep.dir=old"]) == (
+            "interrupted; continue with: python -m src.train -m seed=1,2 hydra.sweep.dir=/sweep"
+        )
 
 
 def test_the_command_that_continues_a_search_leaves_its_database_password_out() -> None:

@@ -4,6 +4,7 @@ names the settings that rebuild it; a record this code cannot read is refused in
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from src.core.cli import one_line_exit
 from src.core.errors import UserError
@@ -23,8 +25,10 @@ from src.mnist.record import (
     RunRecord,
     Split,
     learning_changes,
+    learning_settings,
     load_trained,
     read_checkpoint,
+    saved_learning_settings,
     settings_with_defaults,
 )
 from src.mnist.run import train
@@ -178,6 +182,27 @@ def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_o
     assert learning_changes(saved, {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "0"}}) == []
     switched_on = {"model.net": {"model.net.body": "[14,16,16]", "model.net.separable": "2"}}
     assert learning_changes(saved, switched_on) == ["model.net.separable unset, i.e. off (now 2)"]
+
+
+def test_a_saved_config_is_read_as_data_and_its_resolver_calls_are_never_made(tmp_path: Path) -> None:
+    """A job dir's `.hydra/config.yaml` gives the settings it ran under (a sweep job without a checkpoint): references
+    to other nodes are followed, a resolver's call (here one that would make a folder) stays text; a file that is not a
+    run's config is one line."""
+    cfg = compose_task("model=speedrun")
+    made = tmp_path / "made_by_a_resolver"
+    cfg.optimizer.momentum = f"${{optuna_storage:{made}}}"
+    saved = tmp_path / "config.yaml"
+    OmegaConf.save(cfg, saved)
+    settings = saved_learning_settings(saved)
+    assert settings["scheduler"]["scheduler.lr_scheduler.max_lr"] == "0.06", "${optimizer.lr}, followed"
+    assert settings["optimizer"]["optimizer.momentum"] == json.dumps(f"${{optuna_storage:{made}}}")
+    assert not made.exists()
+    assert learning_changes(settings, learning_settings(compose_task("model=speedrun"))) == [
+        f"optimizer.momentum=${{optuna_storage:{made}}} (now 0.9)"
+    ]
+    saved.write_text("- a list\n")
+    with pytest.raises(UserError, match=f"^{re.escape(str(saved))} cannot be read as a run's config "):
+        saved_learning_settings(saved)
 
 
 def test_a_hint_names_the_settings_a_checkpoint_predates_at_their_defaults() -> None:

@@ -1,16 +1,16 @@
-"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume and a signal's clean stop to the uninterrupted result,
-a multirun run again in its sweep dir continuing where it stopped, a resume under changed settings refused,
-divergence stopped with the last good checkpoint kept; what a run that evaluates nothing reports; the strategies a
-multirun cannot run."""
+"""One MNIST run (src.mnist.run), hard to lose: kill-and-resume and a signal's clean stop to the uninterrupted result
+(also for a signal before Lightning's handler is in place, and for a run without checkpoints, which starts again),
+a multirun run again in its sweep dir continuing where it stopped (with checkpoints or with its jobs' saved configs),
+a resume under changed settings refused, divergence stopped with the last good checkpoint kept; what a run that
+evaluates nothing reports; the strategies a multirun cannot run."""
 
 from __future__ import annotations
 
 import json
-import os
+import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,7 +22,7 @@ import torch
 
 from src.core.rundirs import is_finished
 from src.mnist.run import relaunches_the_command
-from tests.helpers import REPO, THREADS, TINY_RUN, TRAINED_RUN, cli_in_process, train_in_process
+from tests.helpers import TINY_RUN, TRAINED_RUN, cli_in_process, comparable, start_cli, train_in_process
 
 DETERMINISTIC = (
     "model=dropout_steplr",  # dropout, augmentation and an epoch-stepped StepLR: every kind of state to restore
@@ -35,22 +35,6 @@ DETERMINISTIC = (
     "logger=none",
     "seed=3",
 )
-NOT_COMPARED = {"train_seconds", "test_seconds", "seconds_to_99_4", "resumed_from", "overrides"}
-
-
-def comparable(summary: dict) -> dict:
-    """A summary without wall-clock figures, the resume marker and the command line: what must match."""
-    rows = [{key: value for key, value in row.items() if "second" not in key and key != "since_start"}
-            for row in summary["per_epoch"]]  # fmt: skip
-    return {**{key: value for key, value in summary.items() if key not in NOT_COMPARED}, "per_epoch": rows}
-
-
-def start_cli(*overrides: str, data_dir: Path, stderr: Path) -> subprocess.Popen:
-    """The CLI in the background, its stderr to a file (a pipe nobody reads would fill and stall it)."""
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(THREADS)}
-    command = [sys.executable, "-m", "src.train", *overrides]
-    with stderr.open("w") as sink:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=sink)
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> None:
@@ -62,18 +46,26 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> No
 
 
 class SignalAt(pl.Callback):
-    """Sends `signum` to this process after step `step` of a run, the `occurrence`-th time any run of the test gets
-    there (counted in `counter`, a file, so that a multirun's later job or a continued run can be the one)."""
+    """Sends `signum` to this process after step `step` of a run (step 0: as fit starts, before Lightning's SIGTERM
+    handler is in place), the `occurrence`-th time any run of the test gets there (counted in `counter`, a file, so
+    that a multirun's later job or a continued run can be the one)."""
 
     def __init__(self, signum: int, step: int, counter: str, occurrence: int = 1) -> None:
         self.signum, self.step, self.counter, self.occurrence = signum, step, Path(counter), occurrence
 
+    def on_fit_start(self, trainer: pl.Trainer, *args) -> None:
+        if self.step == 0:
+            self._count_and_send()
+
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if trainer.global_step == self.step:
-            seen = int(self.counter.read_text()) + 1 if self.counter.is_file() else 1
-            self.counter.write_text(str(seen))
-            if seen == self.occurrence:
-                signal.raise_signal(self.signum)
+            self._count_and_send()
+
+    def _count_and_send(self) -> None:
+        seen = int(self.counter.read_text()) + 1 if self.counter.is_file() else 1
+        self.counter.write_text(str(seen))
+        if seen == self.occurrence:
+            signal.raise_signal(self.signum)
 
 
 def signal_at(signum: int, step: int, counter: Path, occurrence: int = 1) -> tuple[str, ...]:
@@ -129,6 +121,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert len(list((run_dir / ".hydra").glob("*/config.yaml"))) == 1, "the resumed run's config sits beside it"
 
 
+def dispositions() -> dict[int, object]:
+    """Every signal's handler in this process, as Python sees it."""
+    return {signum: signal.getsignal(signum) for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}}
+
+
 @pytest.fixture
 def restored_sigint() -> Iterator[None]:
     """A run stopped by a signal ignores Ctrl-C on its way out (the process is ending): not this test process's."""
@@ -146,9 +143,12 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
     interruption and the figures so far, exits 128 + the signal, and its line's command continues it."""
     run_dir = tmp_path / "run"
     args = (*TINY_RUN, "logger=none", *signal_at(signum, 13, tmp_path / "count"))
+    before = dispositions()
     error = cli_in_process("src.train", *args, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist,
                            monkeypatch=monkeypatch)  # fmt: skip
     assert error == str(128 + signum)
+    assert dispositions() == {**before, signal.SIGINT: signal.SIG_IGN}, "only Ctrl-C ignored, on the way out"
+    signal.signal(signal.SIGINT, before[signal.SIGINT])
     summary = json.loads((run_dir / "summary.json").read_text())
     name = signal.Signals(signum).name
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -164,6 +164,51 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "interrupted" not in summary and summary["epochs"] == 2 and is_finished(run_dir)
     assert summary["resumed_from"] == str(last)
+    assert dispositions() == before, "no handler of Lightning's or the run's left behind"
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_signal_before_lightnings_handler_is_in_place_stops_the_run_at_the_next_batch(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """SIGTERM as fit starts, when the run takes stop signals but Lightning's handler is not installed yet: recorded,
+    then passed to Lightning at the next batch's end (the sanity check's first), so the run stops there instead of
+    training to the end. No checkpoint to continue from: the line gives the command that starts it again, less the
+    run dir it used."""
+    run_dir = tmp_path / "run"
+    args = (*TINY_RUN, "logger=none", *signal_at(signal.SIGTERM, 0, tmp_path / "count"))
+    error = cli_in_process("src.train", *args, f"hydra.run.dir={run_dir}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error == str(128 + signal.SIGTERM)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] == {"signal": "SIGTERM", "epoch": 1, "step": 0, "checkpoint": None}
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM in epoch 1 at step 0; it kept no checkpoint to continue from (no epoch had finished); "
+        f"{run_dir / 'summary.json'} records the figures so far; the same command starts it again, in a new run dir: "
+        f"{shlex.join(['python', '-m', 'src.train', *args])}"
+    )
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_run_that_writes_no_checkpoint_says_the_same_command_starts_it_again(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The speedrun writes no checkpoint: stopped in epoch 2, it has nothing to continue from, and the command its
+    line gives starts it again in a new run dir, to the end."""
+    runs = tmp_path / "runs"
+    args = ("model=speedrun", *TINY_RUN, f"runs_dir={runs}", *signal_at(signal.SIGTERM, 13, tmp_path / "count"))
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) == "143"
+    (stopped,) = runs.iterdir()
+    interrupted = json.loads((stopped / "summary.json").read_text())["interrupted"]
+    assert interrupted == {"signal": "SIGTERM", "epoch": 2, "step": 13, "checkpoint": None}
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "; it kept no checkpoint to continue from (its settings write none); " in line
+    command = line.split("; the same command starts it again, in a new run dir: ")[1]
+    assert command == shlex.join(["python", "-m", "src.train", *args])
+
+    assert cli_in_process("src.train", *shlex.split(command)[3:], data_dir=tiny_mnist, monkeypatch=monkeypatch) is None
+    (again,) = set(runs.iterdir()) - {stopped}
+    assert is_finished(again) and json.loads((again / "summary.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.usefixtures("restored_sigint")
@@ -196,6 +241,31 @@ def test_a_multirun_run_again_in_its_sweep_dir_continues_where_it_stopped(
     assert error is not None and error.startswith("error: 3 of 3 jobs failed: 0_dropout_steplr_seed1 (error: the run")
     assert "started with optimizer.lr=0.01 (now 0.02)" in error
     assert {path: path.read_bytes() for path in job0_files} == job0_files
+
+
+@pytest.mark.usefixtures("restored_sigint")
+def test_a_sweep_without_checkpoints_run_again_compares_each_jobs_saved_settings(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speedrun writes no checkpoint, so its jobs' settings are compared with their dirs' `.hydra/config.yaml`:
+    run again under another lr, the finished job and the stopped one are both refused in one line; run again as it
+    was, the finished job is kept and the stopped one starts again."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "seed=1,2", "model=speedrun", *TINY_RUN, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
+            *signal_at(signal.SIGTERM, 3, tmp_path / "count", occurrence=2))  # fmt: skip
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) == "143"
+    job0, job1 = sweep / "0_speedrun_seed1", sweep / "1_speedrun_seed2"
+    assert is_finished(job0) and not is_finished(job1) and not list(sweep.rglob("*.ckpt"))
+    kept = (job0 / "summary.json").read_bytes()
+
+    error = cli_in_process("src.train", *args, "optimizer.lr=0.02", data_dir=tiny_mnist, monkeypatch=monkeypatch)
+    assert error is not None and error.startswith(f"error: 2 of 2 jobs failed: {job0.name} (error: the run in {job0}")
+    assert "started with optimizer.lr=0.06 (now 0.02)" in error and f"{job1.name} (error: the run in {job1}" in error
+    assert (job0 / "summary.json").read_bytes() == kept and not is_finished(job1)
+
+    assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) is None
+    assert (job0 / "summary.json").read_bytes() == kept, "the finished job is kept as it was"
+    assert is_finished(job1) and json.loads((job1 / "summary.json").read_text())["resumed_from"] is None
 
 
 def test_resume_without_an_unfinished_run_says_so(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:

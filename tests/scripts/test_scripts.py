@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -132,3 +133,33 @@ def test_bench_inference_times_each_runtime_beside_the_exports_figures(script, e
     for runtime in ("pytorch_eager_fp32", "onnxruntime_fp32", "onnxruntime_int8"):
         assert net[runtime]["batch1_ms_median"] > 0 and net[runtime]["batch1000_images_per_s"] > 0
     assert report["predict_start_to_answer_s"] == {}
+
+
+class Running:
+    """A stand-in for the session's process: running for `polls` polls, then ended."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls = polls
+
+    def poll(self) -> int | None:
+        self.polls -= 1
+        return None if self.polls >= 0 else 0
+
+
+def test_the_repeated_interruption_waits_for_a_job_in_training(script, tmp_path: Path) -> None:
+    """`repeat` signals a session only once it has written a checkpoint that is not a job's last epoch's (the job is
+    training its next epoch): not one from an earlier session, not a job's last (it is testing or done)."""
+    check = script("interrupt_check")
+
+    def write(job: str, epoch: int) -> None:
+        (tmp_path / job / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": epoch}, tmp_path / job / "checkpoints" / "last.ckpt")
+
+    write("0_kept", 0)
+    since_ns = time.time_ns() + 1
+    time.sleep(0.05)  # file times come from a coarser clock, a tick behind at most
+    assert check.training_job(tmp_path, since_ns, Running(polls=3)) is None, "an earlier session's checkpoint"
+    write("1_last", check.EPOCHS - 1)
+    assert check.training_job(tmp_path, since_ns, Running(polls=3)) is None, "a job's last epoch's checkpoint"
+    write("2_training", 0)
+    assert check.training_job(tmp_path, since_ns, Running(polls=3)) == ("2_training", 2)
