@@ -62,7 +62,7 @@ def test_the_command_continues_the_run_or_the_sweep_or_starts_the_run_again() ->
 
 def test_the_command_that_continues_a_search_leaves_its_database_password_out() -> None:
     """The storage's URL as it still works, with the password to come from libpq's environment or password file."""
-    search = Interrupted(signal.SIGINT, "interrupted", Path("/sweep/0_tiny_seed1"), Path("/sweep"))
+    search = Interrupted(signal.SIGINT, "interrupted", Path("/sweep/0_tiny_seed1"), Path("/sweep"), None)
     storage = "hydra.sweeper.storage=postgresql://me:secret@db.cluster:5432/studies"
     line = search.continue_command(["hparams_search=optuna", storage])
     assert "secret" not in line

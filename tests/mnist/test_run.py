@@ -22,7 +22,7 @@ import torch
 
 from src.core.rundirs import is_finished
 from src.mnist.run import relaunches_the_command
-from tests.helpers import TINY_RUN, TRAINED_RUN, cli_in_process, comparable, start_cli, train_in_process
+from tests.helpers import TINY_RUN, TINY_TRAIN, TRAINED_RUN, cli_in_process, comparable, start_cli, train_in_process
 
 DETERMINISTIC = (
     "model=dropout_steplr",  # dropout, augmentation and an epoch-stepped StepLR: every kind of state to restore
@@ -35,6 +35,7 @@ DETERMINISTIC = (
     "logger=none",
     "seed=3",
 )
+STEPS_PER_EPOCH = TINY_TRAIN // 16  # DETERMINISTIC's batches
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> None:
@@ -68,6 +69,19 @@ class SignalAt(pl.Callback):
             signal.raise_signal(self.signum)
 
 
+class HoldAt(pl.Callback):
+    """Holds a run still after step `step` (writing `held` then), for a test to signal it there however long its own
+    work takes; let go after `seconds`, so that a failed test does not leave it waiting."""
+
+    def __init__(self, step: int, held: str, seconds: float = 120.0) -> None:
+        self.step, self.held, self.seconds = step, Path(held), seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            self.held.write_text(str(self.step))
+            time.sleep(self.seconds)
+
+
 def signal_at(signum: int, step: int, counter: Path, occurrence: int = 1) -> tuple[str, ...]:
     """The overrides that add `SignalAt` to a run's callbacks."""
     return (f"+callbacks.signal_at._target_={SignalAt.__module__}.SignalAt", f"+callbacks.signal_at.signum={signum}",
@@ -83,17 +97,13 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     """The stopped run is a real process (SIGKILL: no handler runs; a second Ctrl-C right after the first: no waiting
     for the step to end, and the exit says so); the uninterrupted reference and the resumed run are the same code in
     this process, on the same thread count, so every figure must match exactly."""
-    runs = tmp_path / "runs"
-    killed = start_cli(*DETERMINISTIC, f"runs_dir={runs}", data_dir=tiny_mnist, stderr=tmp_path / "killed.err")
+    runs, held = tmp_path / "runs", tmp_path / "held"
+    hold = (f"+callbacks.hold._target_={HoldAt.__module__}.HoldAt", f"+callbacks.hold.step={STEPS_PER_EPOCH + 5}",
+            f"+callbacks.hold.held={held}")  # fmt: skip
+    killed = start_cli(*DETERMINISTIC, *hold, f"runs_dir={runs}", data_dir=tiny_mnist, stderr=tmp_path / "killed.err")
     expected = train_in_process(*DETERMINISTIC, run_dir=tmp_path / "reference", data_dir=tiny_mnist)
-
-    def in_epoch_two() -> bool:
-        """Epoch 1's checkpoint is in place (renamed in whole, so always readable): the run is in epoch 2."""
-        last = list(runs.glob("*/checkpoints/last.ckpt"))
-        return bool(last) and torch.load(last[0], weights_only=True)["epoch"] == 0
-
     try:
-        wait_for(in_epoch_two, killed)
+        wait_for(held.is_file, killed)  # in epoch 2, its 5th step done: epoch 1's checkpoint is in place
     finally:
         for signum in [signal.SIGKILL] if stop == "SIGKILL" else [signal.SIGINT, signal.SIGINT]:
             killed.send_signal(signum)
@@ -101,7 +111,8 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     stderr = (tmp_path / "killed.err").read_text()
     assert killed.wait() == (-signal.SIGKILL if stop == "SIGKILL" else 128 + signal.SIGINT), stderr[-3000:]
     (run_dir,) = runs.iterdir()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not is_finished(run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0, "stopped in epoch 2"
+    assert not is_finished(run_dir)
     if stop != "SIGKILL":
         assert "Traceback" not in stderr
         assert json.loads((run_dir / "summary.json").read_text())["interrupted"]["signal"] == "SIGINT"
