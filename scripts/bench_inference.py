@@ -1,7 +1,7 @@
 """Inference speed of exported nets: PyTorch eager (the checkpoint) against onnxruntime fp32 and int8 (the export's
 files), batch-1 latency (median and p99, one thread) and the throughput of a batch of 1,000 (`--bulk`; every core), on
-the real test images; and `src.predict` from process start to answer on one test digit as a PNG, from the ONNX file and from the checkpoint
-(runs interleaved, so both see the same machine).
+the real test images; and `src.predict` from process start to answer on one test digit as a PNG, from the ONNX file
+and from the checkpoint (runs interleaved, so both see the same machine).
 
     python scripts/bench_inference.py outputs/exports/<speedrun> outputs/exports/<record> ... > results/inference/x.json
 
