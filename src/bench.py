@@ -227,10 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--no-compile", action="store_true", help="leave out the bare torch.compile steps")
+    parser.add_argument("--variants", default=",".join(PRECISION), help="which to run, comma-separated ((a) always)")
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or args.batch_size < 1:
         sys.exit(f"error: --steps={args.steps}, --repeats={args.repeats}, --batch-size={args.batch_size} must be >= 1")
+    chosen = {name.strip() for name in args.variants.split(",") if name.strip()} | {REFERENCE}  # the ratios' base
+    if chosen - set(PRECISION):
+        sys.exit(f"error: --variants={args.variants} names {', '.join(sorted(chosen - set(PRECISION)))}; the variants "
+                 f"are {', '.join(PRECISION)}")  # fmt: skip
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -246,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {hardware['cpu']}, {threads}, native bf16 on the CPU: "
           f"{'yes' if hardware['cpu_native_bf16'] else 'no'}; GPU: {hardware['gpu'] or 'none used'}; "
           f"torch {hardware['torch']}")  # fmt: skip
-    variants = [REFERENCE, TORCHVISION, TENSOR_FP32] + ([TENSOR_BF16] if native_bf16 else [])
-    if not native_bf16:
+    variants = [name for name in (REFERENCE, TORCHVISION, TENSOR_FP32, TENSOR_BF16) if name in chosen]
+    if TENSOR_BF16 in chosen and not native_bf16:
+        variants.remove(TENSOR_BF16)
         timed = " (the emulated bare step is timed below)" if args.device == "cpu" else ""
         print(f"{TENSOR_BF16} skipped: bf16 is only emulated on this {args.device.upper()}{timed}")
     images = args.steps * args.batch_size
