@@ -27,7 +27,7 @@ from src.core.files import write_json_atomically
 from src.core.hardware import emulated_bf16_warning
 from src.core.interrupt import Interrupted, StopRequests
 from src.core.logs import OWN_CHECKPOINT_DIR
-from src.core.provenance import provenance
+from src.core.provenance import code_version, provenance
 from src.core.rundirs import PRUNED_MARK, UNFINISHED_MARK, continues_its_own_run, is_finished
 from src.mnist.callbacks import EpochLog, RecordInCheckpoint, StopWhenRequested, TrialReport
 from src.mnist.module import Diverged, MNISTClassifier
@@ -130,6 +130,7 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path, sweep_job: bool = False
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     job_start = start_job_clock()  # before data loading: the `fast` goal counts it
+    code_version()  # the commit the run starts from, cached: the checkout may change while it trains
     validate(cfg)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     checkpoint_path = resume_checkpoint(cfg, output_dir, sweep_job=multirun)
