@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_RUN, cli_in_process, compose_train, needs_sweep_extras, run_cli, start_cli
+from tests.helpers import TINY_RUN, cli_in_process, compose_train, needs_sweep_extras, start_cli
 
 QUIET = ("logger=none",)
 SEARCH = ("hparams_search=optuna", "model=tiny", *TINY_RUN, "data.val_split=64", *QUIET)
@@ -140,15 +140,17 @@ def test_a_hopeless_trial_is_pruned_at_an_epochs_end_and_keeps_its_figures(
     assert f"study tiny: 4 trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 @needs_sweep_extras
-def test_trials_are_pruned_when_a_launcher_runs_them_in_other_processes(tiny_mnist: Path, tmp_path: Path) -> None:
+def test_trials_are_pruned_when_a_launcher_runs_them_in_other_processes(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """joblib's worker processes, two trials at a time (a submitit job reports the same way: the run opens the
-    study from its storage)."""
+    study from its storage); the search itself in this process."""
     joblib = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2")
-    result = run_cli(*SEARCH, "optimizer.lr=1e-7", *HOPELESS[1:], "trainer.max_epochs=2", "hydra.sweeper.n_trials=2",
-                     *joblib, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    error = cli_in_process("src.train", *SEARCH, "optimizer.lr=1e-7", *HOPELESS[1:], "trainer.max_epochs=2",
+                           "hydra.sweeper.n_trials=2", *joblib, f"hydra.sweep.dir={tmp_path}", data_dir=tiny_mnist,
+                           monkeypatch=monkeypatch)  # fmt: skip
+    assert error is None
     assert [trial.state.name for trial in study(f"sqlite:///{tmp_path / 'optuna.db'}").trials] == ["PRUNED"] * 2
     assert all((path / "PRUNED").is_file() for path in trial_dirs(tmp_path).values())
 

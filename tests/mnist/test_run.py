@@ -111,7 +111,8 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     stderr = (tmp_path / "killed.err").read_text()
     assert killed.wait() == (-signal.SIGKILL if stop == "SIGKILL" else 128 + signal.SIGINT), stderr[-3000:]
     (run_dir,) = runs.iterdir()
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0, "stopped in epoch 2"
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 0, "stopped in epoch 2"
     assert not is_finished(run_dir)
     if stop != "SIGKILL":
         assert "Traceback" not in stderr
