@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from src.core.cli import module_installed
 from src.core.errors import UserError
 from src.core.serve import serve_until_interrupted
+from src.core.urls import shown
 
 if TYPE_CHECKING:
     import optuna
@@ -41,8 +42,6 @@ def storage_of(target: str) -> str:
         with open(path, "rb") as file:
             sqlite_file = file.read(16) == b"SQLite format 3\x00"
         return f"{SQLITE}{path.resolve()}" if sqlite_file else f"{JOURNAL}{path.resolve()}"
-    from src.core.search import shown  # noqa: PLC0415 - a URL of another kind may hold a password too
-
     raise UserError(f"{shown(target)} is neither a dir, a file nor a storage URL; give {WHAT}")
 
 
@@ -121,8 +120,6 @@ def main(argv: list[str] | None = None) -> None:
         storage = open_storage(storage_of(args.target))
         lines = study_lines(storage)
         if not lines:
-            from src.core.search import shown  # noqa: PLC0415
-
             raise UserError(f"{shown(args.target)} holds no Optuna study yet")
         server = make_dashboard(storage, args.host, args.port)
     except UserError as error:

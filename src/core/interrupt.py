@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from src.core.urls import shown
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # Signals a launcher may have claimed before the run started (submitit: SIGUSR2, the time limit's warning or a
 # preemption, on which it checkpoints the job and requeues it). With a handler installed, the run stops cleanly
@@ -64,8 +66,6 @@ def without_password(arg: str) -> str:
     key, _, value = arg.partition("=")
     if key.lstrip("+~") != "hydra.sweeper.storage":
         return arg
-    from src.core.search import shown  # noqa: PLC0415 - a search's command only: Optuna is installed for it
-
     runnable = shown(value, runnable=True)
     return arg if runnable == shown(value) else f"{key}={runnable}"  # the same: there is no password to leave out
 

@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 
 from src.core.errors import UserError, reason_of
+from src.core.urls import shown
 
 SQLITE = "sqlite:///"
 
@@ -50,7 +51,7 @@ def local_tracking_uri(uri: str) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"logger.tracking_uri={uri}: cannot create {path.parent} ({error.strerror})") from None
+        raise UserError(f"logger.tracking_uri={shown(uri)}: cannot create {path.parent} ({error.strerror})") from None
     return f"{SQLITE}{path}"
 
 
@@ -65,7 +66,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise UserError(
-            f"logger.tracking_uri={uri}: no tracking server answers at {parts.hostname}:{port} ({reason})"
+            f"logger.tracking_uri={shown(uri)}: no tracking server answers at {parts.hostname}:{port} ({reason})"
         ) from None
 
 
@@ -116,4 +117,5 @@ class MLFlowLogger(FinalMetrics, LightningMLFlowLogger):
                 )  # fmt: skip
                 _ = self.run_id  # the experiment and the run
             except (MlflowException, SQLAlchemyError, OSError, ValueError) as error:
-                raise UserError(f"logger.tracking_uri={tracking_uri} cannot be used: {reason_of(error)}") from None
+                reason = reason_of(error)
+                raise UserError(f"logger.tracking_uri={shown(tracking_uri)} cannot be used: {reason}") from None

@@ -42,6 +42,7 @@ from optuna.trial import TrialState
 from src.core.errors import Pruned, UserError, reason_of
 from src.core.files import replaced_atomically
 from src.core.rundirs import CONF_DIR
+from src.core.urls import shown
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,6 @@ HEARTBEAT = "heartbeat"  # a running trial's user attr: when its worker last sai
 SEARCH_SPACE = "search_space"  # the study's user attr: the distributions its trials are drawn from
 STORAGES = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DB or journal:PATH"
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search logs its own lines, one per trial
-
-
-def shown(storage: str, *, runnable: bool = False) -> str:
-    """The storage as a message may show it: a database URL with its password hidden (`***`), or with `runnable` left
-    out, so that the URL still works in a command (libpq then reads the password from PGPASSWORD or ~/.pgpass)."""
-    if storage.startswith(("sqlite:", "journal:")) or "://" not in storage:
-        return storage
-    try:
-        url = sqlalchemy.engine.make_url(storage)
-    except sqlalchemy.exc.ArgumentError:
-        return storage.split("@")[-1]  # not a URL SQLAlchemy reads: what follows its credentials, if any
-    if runnable:
-        parts = (url.drivername, url.username, None, url.host, url.port, url.database, url.query)
-        return sqlalchemy.engine.URL.create(*parts).render_as_string(hide_password=False)
-    return url.render_as_string(hide_password=True)
 
 
 def database_url(storage: str) -> str:

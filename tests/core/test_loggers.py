@@ -108,12 +108,14 @@ def test_mlflow_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_tracking_server_is_one_line_before_training(
     tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The URI as the line shows it has its password hidden."""
     port = free_port()
-    uri, run_dir = f"http://127.0.0.1:{port}", tmp_path / "run"
+    uri, run_dir = f"http://me:secret@127.0.0.1:{port}", tmp_path / "run"
     error = cli_in_process(
         "src.train", *RUN, "logger=mlflow", f"logger.tracking_uri={uri}", f"hydra.run.dir={run_dir}",
         data_dir=tiny_mnist, monkeypatch=monkeypatch,
     )  # fmt: skip
     assert error is not None and "\n" not in error
-    assert error.startswith(f"error: logger.tracking_uri={uri}: no tracking server answers at 127.0.0.1:{port} (")
+    shown = f"http://me:***@127.0.0.1:{port}"
+    assert error.startswith(f"error: logger.tracking_uri={shown}: no tracking server answers at 127.0.0.1:{port} (")
     assert not (run_dir / "checkpoints").exists()

@@ -26,7 +26,6 @@ from src.core.search import (
     open_storage,
     running_trial,
     search_space,
-    shown,
     trial_counts,
 )
 from tests.helpers import REPO
@@ -69,16 +68,6 @@ def test_a_bad_or_unreachable_storage_is_one_line_without_its_password(storage: 
         open_storage(storage)
     assert str(refused.value).startswith(message) and "secret" not in str(refused.value)
     assert "\n" not in str(refused.value)
-
-
-def test_shown_hides_only_a_password() -> None:
-    assert shown("postgresql://me:pw@db.example:5432/studies") == "postgresql://me:***@db.example:5432/studies"
-    # in a command: left out, so that the URL still works with the password in PGPASSWORD or ~/.pgpass
-    assert shown("postgresql://me:pw@db.example/studies?sslmode=require", runnable=True) == (
-        "postgresql://me@db.example/studies?sslmode=require"
-    )
-    assert shown("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
-    assert shown("journal:///tmp/a:b@c.log", runnable=True) == "journal:///tmp/a:b@c.log"
 
 
 @pytest.mark.parametrize(
