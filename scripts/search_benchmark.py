@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import ExitStack, closing, contextmanager, nullcontext
 from pathlib import Path
 
 import optuna
@@ -46,19 +46,25 @@ def search_command(sweep_dir: Path, args: argparse.Namespace, *extra: str) -> li
 
 
 def run_searches(commands: dict[str, list[str]]) -> dict[str, float]:
-    """The commands started together (one thread each); each one's wall time in seconds."""
+    """The commands started together (one thread each); each one's wall time in seconds, taken when it exits."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    started = time.monotonic()
-    processes = {
-        name: subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for name, command in commands.items()
-    }
-    seconds = {}
-    for name, process in processes.items():
-        _, stderr = process.communicate()
-        if process.returncode != 0:
-            raise SystemExit(f"error: the {name} search failed: {stderr.strip().splitlines()[-1:]}")
-        seconds[name] = round(time.monotonic() - started, 1)
+    with tempfile.TemporaryDirectory() as logs, ExitStack() as files:
+        errors = {name: files.enter_context(open(Path(logs) / f"{index}.err", "w+"))
+                  for index, name in enumerate(commands)}  # fmt: skip
+        started = time.monotonic()
+        processes = {name: subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=errors[name])
+                     for name, command in commands.items()}  # fmt: skip
+        seconds: dict[str, float] = {}
+        while len(seconds) < len(processes):
+            for name, process in processes.items():
+                if name not in seconds and process.poll() is not None:
+                    seconds[name] = round(time.monotonic() - started, 1)
+            time.sleep(0.1)
+        for name, process in processes.items():
+            if process.returncode != 0:
+                errors[name].seek(0)
+                last = errors[name].read().strip().splitlines()[-1:]
+                raise SystemExit(f"error: the {name} search failed: {last[0] if last else 'no output'}")
     return seconds
 
 
