@@ -59,10 +59,12 @@ def bench(export_dir: Path, runs: int, bulk: int) -> dict:
         with torch.inference_mode():
             return model(x)
 
+    before = torch.get_num_threads()
     for threads, key in ((1, "batch1"), (os.cpu_count(), "bulk")):
         torch.set_num_threads(threads)
         figures = measure(eager, batch[:1], batch, runs)
         results.setdefault("pytorch_eager_fp32", {}).update({k: v for k, v in figures.items() if k.startswith(key)})
+    torch.set_num_threads(before)
     for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
         data = (export_dir / name).read_bytes()
         figures = {}

@@ -53,6 +53,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items.sort(key=lambda item: place[id(item)])
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Each test starts on the suite's thread count, whatever a test before it in this worker set: runs compared
+    figure for figure (a resumed run against its reference) must compute on the same number of threads."""
+    torch.set_num_threads(THREADS)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root in torchvision's layout (MNIST/raw/*-ubyte) with 320 train and 160 test images (`tiny_digits`)."""
