@@ -61,8 +61,10 @@ def build_summary(
     rows: list[dict[str, Any]],
     test: dict[str, float],
     seconds: dict[str, float],
+    pruned_at_epoch: int | None,
 ) -> dict[str, Any]:
-    """The run's record: final-epoch test figures plus the per-epoch curve (accuracies in %)."""
+    """The run's record: final-epoch test figures plus the per-epoch curve (accuracies in %), and the epoch after
+    which a search pruned it (None: not pruned)."""
     evaluated = [row for row in rows if row["val_acc"] is not None]
     best = max(evaluated, key=lambda row: row["val_acc"]) if evaluated else None
     first = next((row for row in evaluated if row["val_acc"] >= TARGET_ACC), None)
@@ -82,6 +84,7 @@ def build_summary(
         "train_seconds": round(seconds["train"], 2),
         "test_seconds": round(seconds["test"], 2),
         "per_epoch": rows,
+        "pruned_at_epoch": pruned_at_epoch,
     }
 
 
@@ -197,7 +200,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 raise
             seconds["train"] = seconds["train"] or time.perf_counter() - start
         if stop.signum is not None:
-            summary = build_summary(cfg, model, epoch_log.rows, {}, seconds)
+            summary = build_summary(cfg, model, epoch_log.rows, {}, seconds, report.pruned_at if report else None)
             last = output_dir / UNFINISHED_MARK if (output_dir / UNFINISHED_MARK).is_file() else None
             summary["interrupted"] = {
                 "signal": signal.Signals(stop.signum).name,
@@ -220,8 +223,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             sweep_dir = Path(HydraConfig.get().sweep.dir).resolve() if multirun else None
             raise Interrupted(stop.signum, what, output_dir, sweep_dir, last)
 
-    summary = build_summary(cfg, model, epoch_log.rows, test, seconds)
-    summary["pruned_at_epoch"] = report.pruned_at if report else None
+    summary = build_summary(cfg, model, epoch_log.rows, test, seconds, report.pruned_at if report else None)
     write_summary(summary, checkpoint_path, trainer, output_dir)
     if not trainer.is_global_zero:  # a DDP process other than rank 0: its metrics were synced into rank 0's
         return summary

@@ -166,6 +166,7 @@ def test_a_signal_stops_the_run_after_the_step_and_says_how_to_continue(
     last = run_dir / "checkpoints" / "last.ckpt"
     assert summary["interrupted"] == {"signal": name, "epoch": 2, "step": 13, "checkpoint": str(last)}
     assert [row["epoch"] for row in summary["per_epoch"]] == [1] and summary["test_acc"] is None
+    assert summary["pruned_at_epoch"] is None, "an interrupted summary has every key a finished one has"
     assert torch.load(last, weights_only=True)["epoch"] == 0 and not is_finished(run_dir)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"interrupted by {name} in epoch 2 at step 13; {last} holds epoch 1; ")
