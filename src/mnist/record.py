@@ -62,7 +62,7 @@ NOT_LEARNING = ("data.root", "data.download", "data.num_workers", "data.eval_bat
                 "model.channels_last", "model.optimizer", "model.scheduler", "model.test_time_shifts",
                 "model.max_params", "model.distillation.checkpoint", "optimizer.foreach")  # fmt: skip
 TRAINER_LEARNING = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "gradient_clip_val")
-RESOLVER_CALL = re.compile(r"\$\{\s*[\w.-]*\s*:")  # `${name:...}`; `${node.path}` names a config node
+INTERPOLATION = re.compile(r"(\\*)\$\{")  # `${...}` and the backslashes before it (OmegaConf's escapes)
 
 
 @dataclass(frozen=True)
@@ -226,10 +226,10 @@ def load_teacher(path: str | Path, split: Split) -> nn.Module:
     return teacher.model.net
 
 
-def check_same_learning(started: dict[str, dict[str, str]], cfg: DictConfig, run_dir: Path) -> None:
-    """A run continued in its own dir learns as it `started` (a record's `learning`, or `saved_learning_settings`),
-    or stops in one line naming what changed."""
-    changes = learning_changes(started, learning_settings(cfg))
+def check_same_learning(started: dict[str, dict[str, str]], now: dict[str, dict[str, str]], run_dir: Path) -> None:
+    """A run continued in its own dir learns as it `started` (a record's `learning`, or `learning_settings_as_data`
+    of its first config), or stops in one line naming what changed."""
+    changes = learning_changes(started, now)
     if changes:
         raise UserError(
             f"the run in {run_dir} started with {'; '.join(changes)}: resume it under those settings (its first "
@@ -264,26 +264,32 @@ def learning_settings(cfg: DictConfig) -> dict[str, dict[str, str]]:
 
 
 def saved_learning_settings(config_file: Path) -> dict[str, dict[str, str]]:
-    """`learning_settings` of the config a run's dir kept (`.hydra/config.yaml`), read as data: interpolations of
-    other config nodes are resolved within it, a resolver's call (`${oc.env:...}`, `${hydra:...}`) stays its text and
-    is never called, and nothing is instantiated. One line if it is not a run's config."""
+    """`learning_settings_as_data` of the config a run's dir kept (`.hydra/config.yaml`), or one line if it is not
+    a run's config."""
     try:
         saved = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
         if not isinstance(saved, dict):
             raise ValueError("not a mapping")
-        return learning_settings(OmegaConf.create(uncalled(saved)))
+        return learning_settings_as_data(saved)
     except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
         raise UserError(f"{config_file} cannot be read as a run's config ({reason_of(error)})") from None
 
 
-def uncalled(tree: Any) -> Any:
-    """`tree` with each string that calls a resolver escaped (`\\${`), so that OmegaConf keeps it as text."""
+def learning_settings_as_data(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """`learning_settings` of a config read as data: every interpolation stays its text (`${optimizer.lr}`,
+    `${oc.env:...}`), so that nothing in a file is resolved or called and a saved config compares with the live one
+    (given here unresolved) setting by setting."""
+    return learning_settings(OmegaConf.create(as_text(config)))
+
+
+def as_text(tree: Any) -> Any:
+    """`tree` with each `${` escaped for OmegaConf (the backslashes before it doubled, so that they stay text too)."""
     if isinstance(tree, dict):
-        return {key: uncalled(value) for key, value in tree.items()}
+        return {key: as_text(value) for key, value in tree.items()}
     if isinstance(tree, list):
-        return [uncalled(value) for value in tree]
-    if isinstance(tree, str) and RESOLVER_CALL.search(tree):
-        return tree.replace("${", "\\${")
+        return [as_text(value) for value in tree]
+    if isinstance(tree, str):
+        return INTERPOLATION.sub(lambda found: found.group(1) * 2 + "\\${", tree)
     return tree
 
 

@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
@@ -36,6 +36,8 @@ from src.mnist.record import (
     RunRecord,
     Split,
     check_same_learning,
+    learning_settings,
+    learning_settings_as_data,
     load_teacher,
     read_checkpoint,
     saved_learning_settings,
@@ -144,7 +146,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         return finished_job(record, cfg, output_dir)
     continues_own_run = continues_its_own_run(checkpoint_path, output_dir)
     if continues_own_run:
-        check_same_learning(record.learning, cfg, output_dir)
+        check_same_learning(record.learning, learning_settings(cfg), output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -270,18 +272,19 @@ def write_summary(summary: dict[str, Any], resumed_from: Path | None, trainer: p
 
 def check_same_learning_as_saved(cfg: DictConfig, output_dir: Path) -> None:
     """A multirun job with no checkpoint to compare with (a recipe that writes none, a job that had not finished an
-    epoch): its dir's first config, `.hydra/config.yaml`, read as data, gives the settings it ran under (a job new in
-    this session compares with its own). A sweep dir never mixes settings, kept jobs included."""
-    saved = output_dir / ".hydra" / "config.yaml"
-    if saved.is_file():  # absent with hydra.output_subdir=null: nothing to compare with
-        check_same_learning(saved_learning_settings(saved), cfg, output_dir)
+    epoch), in a dir an earlier session made: its first config, `.hydra/config.yaml`, read as data, gives the settings
+    it ran under. A sweep dir never mixes settings, kept jobs included."""
+    saved, continued = output_dir / ".hydra" / "config.yaml", any((output_dir / ".hydra").glob("*/config.yaml"))
+    if saved.is_file() and continued:  # this session's config goes beside an earlier one (`config_subdir`)
+        now = learning_settings_as_data(OmegaConf.to_container(cfg, resolve=False))
+        check_same_learning(saved_learning_settings(saved), now, output_dir)
 
 
 def finished_job(record: RunRecord | None, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """A multirun job whose dir holds its finished run: kept as it is, if it learned under these settings (compared
     with its checkpoint's record here, or before, without one, with its saved config)."""
     if record is not None:
-        check_same_learning(record.learning, cfg, output_dir)
+        check_same_learning(record.learning, learning_settings(cfg), output_dir)
     log.info("%s finished in an earlier session: kept (%s)", output_dir.name, output_dir / "summary.json")
     return json.loads((output_dir / "summary.json").read_text())
 

@@ -70,6 +70,10 @@ def test_the_command_that_continues_a_search_leaves_its_database_password_out() 
         "python -m src.train hparams_search=optuna hydra.sweeper.storage=postgresql://me@db.cluster:5432/studies "
         "hydra.sweep.dir=/sweep (the storage's password is left out: give it in PGPASSWORD or ~/.pgpass)"
     )
+    quoted = "hydra.sweeper.storage='postgresql://me:secret@db/studies?sslmode=require'"  # `=` needs Hydra's quotes
+    assert shlex.split(search.continue_command([quoted]).split(" (the storage")[0])[3] == (
+        "hydra.sweeper.storage='postgresql://me@db/studies?sslmode=require'"
+    )
     for storage in ("sqlite:////sweep/optuna.db", "postgresql:///studies?host=/run/postgresql"):  # no password
         setting = f"hydra.sweeper.storage={storage}"
         assert shlex.split(search.continue_command([setting])) == [

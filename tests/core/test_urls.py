@@ -15,6 +15,11 @@ from src.core.urls import shown
         ("postgresql+psycopg://me:p%40ss@db/studies?sslmode=require", "postgresql+psycopg://me:***@db/studies?"
          "sslmode=require", "postgresql+psycopg://me@db/studies?sslmode=require"),
         ("http://me:secret@127.0.0.1:5000", "http://me:***@127.0.0.1:5000", "http://me@127.0.0.1:5000"),
+        # a password with characters urllib takes for the host's end, as SQLAlchemy still reads it
+        ("postgresql://u:pa/ss?#x@h/db", "postgresql://u:***@h/db", "postgresql://u@h/db"),
+        # quoted for Hydra's override grammar (a query's `=` needs it): masked inside the quotes
+        ("'postgresql://u:pw@h/db?sslmode=require'", "'postgresql://u:***@h/db?sslmode=require'",
+         "'postgresql://u@h/db?sslmode=require'"),
     ],
 )  # fmt: skip
 def test_a_password_is_hidden_in_a_message_and_left_out_of_a_command(url: str, hidden: str, runnable: str) -> None:

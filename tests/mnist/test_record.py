@@ -25,7 +25,7 @@ from src.mnist.record import (
     RunRecord,
     Split,
     learning_changes,
-    learning_settings,
+    learning_settings_as_data,
     load_trained,
     read_checkpoint,
     saved_learning_settings,
@@ -185,20 +185,25 @@ def test_a_setting_added_to_the_project_since_a_run_started_counts_as_a_change_o
 
 
 def test_a_saved_config_is_read_as_data_and_its_resolver_calls_are_never_made(tmp_path: Path) -> None:
-    """A job dir's `.hydra/config.yaml` gives the settings it ran under (a sweep job without a checkpoint): references
-    to other nodes are followed, a resolver's call (here one that would make a folder) stays text; a file that is not a
-    run's config is one line."""
+    """A job dir's `.hydra/config.yaml` gives the settings it ran under (a sweep job without a checkpoint), every
+    interpolation kept as its text, escaped ones too: a resolver's call (here one that would make a folder) is never
+    made, and the live config, read the same way, compares setting by setting; a file that is not a run's config is
+    one line."""
     cfg = compose_task("model=speedrun")
     made = tmp_path / "made_by_a_resolver"
     cfg.optimizer.momentum = f"${{optuna_storage:{made}}}"
+    cfg.optimizer.weight_decay = f"\\${{optuna_storage:{made}}}"  # OmegaConf's escape, as a tampered file may hold
     saved = tmp_path / "config.yaml"
     OmegaConf.save(cfg, saved)
     settings = saved_learning_settings(saved)
-    assert settings["scheduler"]["scheduler.lr_scheduler.max_lr"] == "0.06", "${optimizer.lr}, followed"
+    assert settings["scheduler"]["scheduler.lr_scheduler.max_lr"] == json.dumps("${optimizer.lr}")
     assert settings["optimizer"]["optimizer.momentum"] == json.dumps(f"${{optuna_storage:{made}}}")
+    assert settings["optimizer"]["optimizer.weight_decay"] == json.dumps(f"\\${{optuna_storage:{made}}}")
     assert not made.exists()
-    assert learning_changes(settings, learning_settings(compose_task("model=speedrun"))) == [
-        f"optimizer.momentum=${{optuna_storage:{made}}} (now 0.9)"
+    now = learning_settings_as_data(OmegaConf.to_container(compose_task("model=speedrun"), resolve=False))
+    assert learning_changes(settings, now) == [
+        f"optimizer.momentum=${{optuna_storage:{made}}} (now 0.9)",
+        f"optimizer.weight_decay=\\${{optuna_storage:{made}}} (now 0.0005)",
     ]
     saved.write_text("- a list\n")
     with pytest.raises(UserError, match=f"^{re.escape(str(saved))} cannot be read as a run's config "):

@@ -260,11 +260,13 @@ def test_a_multirun_run_again_in_its_sweep_dir_continues_where_it_stopped(
 def test_a_sweep_without_checkpoints_run_again_compares_each_jobs_saved_settings(
     tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The speedrun writes no checkpoint, so its jobs' settings are compared with their dirs' `.hydra/config.yaml`:
-    run again under another lr, the finished job and the stopped one are both refused in one line; run again as it
-    was, the finished job is kept and the stopped one starts again."""
+    """The speedrun writes no checkpoint, so its jobs' settings are compared with their dirs' `.hydra/config.yaml`
+    (a setting given by a resolver compared as its text, never refused for it): run again under another lr, the
+    finished job and the stopped one are both refused in one line; run again as it was, the finished job is kept and
+    the stopped one starts again."""
     sweep = tmp_path / "sweep"
     args = ("-m", "seed=1,2", "model=speedrun", *TINY_RUN, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
+            "optimizer.momentum='${oc.decode:${oc.env:TINY_MOMENTUM,0.9}}'",
             *signal_at(signal.SIGTERM, 3, tmp_path / "count", occurrence=2))  # fmt: skip
     assert cli_in_process("src.train", *args, data_dir=tiny_mnist, monkeypatch=monkeypatch) == "143"
     job0, job1 = sweep / "0_speedrun_seed1", sweep / "1_speedrun_seed2"
