@@ -85,9 +85,12 @@ def start_to_answer(export_dir: Path, image: Path, runs: int) -> dict[str, list[
     for _ in range(runs):
         for name, source in sources.items():
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "src.predict", source, f"image={image}"], check=True,
-                           capture_output=True)  # fmt: skip
+            done = subprocess.run([sys.executable, "-m", "src.predict", source, f"image={image}"], capture_output=True,
+                                  text=True)  # fmt: skip
             seconds[name].append(round(time.perf_counter() - start, 3))
+            if done.returncode != 0:
+                last = done.stderr.strip().splitlines()[-1:] or [f"status {done.returncode}"]
+                sys.exit(f"error: src.predict {source} failed: {last[0]}")
     return {**seconds, **{f"{name}_median": round(float(np.median(values)), 3) for name, values in seconds.items()}}
 
 

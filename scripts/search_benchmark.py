@@ -55,16 +55,22 @@ def run_searches(commands: dict[str, list[str]]) -> dict[str, float]:
         processes = {name: subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=errors[name])
                      for name, command in commands.items()}  # fmt: skip
         seconds: dict[str, float] = {}
-        while len(seconds) < len(processes):
-            for name, process in processes.items():
-                if name not in seconds and process.poll() is not None:
+        try:
+            while len(seconds) < len(processes):
+                for name, process in processes.items():
+                    if name in seconds or process.poll() is None:
+                        continue
                     seconds[name] = round(time.monotonic() - started, 1)
-            time.sleep(0.1)
-        for name, process in processes.items():
-            if process.returncode != 0:
-                errors[name].seek(0)
-                last = errors[name].read().strip().splitlines()[-1:]
-                raise SystemExit(f"error: the {name} search failed: {last[0] if last else 'no output'}")
+                    if process.returncode != 0:  # the measure is lost: say why now, not after the others
+                        errors[name].seek(0)
+                        last = errors[name].read().strip().splitlines()[-1:] or ["no output"]
+                        raise SystemExit(f"error: the {name} search failed: {last[0]}")
+                time.sleep(0.1)
+        finally:  # stopped or failed: no search is left running
+            for process in processes.values():
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
     return seconds
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from src.core.cli import module_installed
-from src.core.errors import UserError
+from src.core.errors import UserError, reason_of
 from src.core.serve import serve_until_interrupted
 from src.core.urls import shown
 
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     missing = [package for package in ("optuna", "optuna_dashboard") if not module_installed(package)]
     if missing:
         sys.exit(f"error: the dashboard needs {' and '.join(missing)}: make install (or pip install -e '.[tracking]')")
+    from optuna.exceptions import StorageInternalError  # noqa: PLC0415 - checked above
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 - installed with Optuna
+
     try:
         storage = open_storage(storage_of(args.target))
         lines = study_lines(storage)
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         server = make_dashboard(storage, args.host, args.port)
     except UserError as error:
         sys.exit(f"error: {error}")
+    except (SQLAlchemyError, StorageInternalError, RuntimeError) as error:  # the database failed as it was read
+        sys.exit(f"error: {shown(args.target)} cannot be read: {reason_of(error.__cause__ or error)}")
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{server.server_port}/dashboard"
     serve_until_interrupted(server, "\n".join([*lines, f"optuna-dashboard: {url} (Ctrl-C stops it)"]))

@@ -258,6 +258,15 @@ def check_type(setting: str, value: Any, annotation: Any) -> None:
         raise UserError(f"{setting}={value!r} is not of type {text}")
 
 
+def builds(config: dict[str, Any]) -> bool:
+    """Whether `config` instantiates (a class that needs settings of its own does not, from its defaults alone)."""
+    try:
+        instantiate(config)
+    except Exception:  # whatever the class raises
+        return False
+    return True
+
+
 def built(key: str, settings: Mapping[str, Any] | None, **given: Any) -> Any:
     """The sampler or pruner that `hydra.sweeper.<key>` configures (none: TPE, or no pruning), with `given` settings
     on top; a target that is not one, a setting it does not take, a value of another type or one it refuses is one
@@ -287,7 +296,7 @@ def built(key: str, settings: Mapping[str, Any] | None, **given: Any) -> Any:
     try:
         return instantiate({"_target_": target, **values})
     except Exception as error:  # what the class refuses: pinned to the first setting it refuses on its own
-        for name, value in values.items():
+        for name, value in values.items() if builds({"_target_": target}) else ():  # alone: beside its defaults
             try:
                 instantiate({"_target_": target, name: value})
             except Exception as alone:

@@ -145,6 +145,22 @@ def test_a_target_without_a_study_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "none.log").exists()
 
 
+def test_a_database_that_fails_as_its_studies_are_read_is_one_line(tmp_path: Path) -> None:
+    """Optuna's tables are there, but reading them fails (here: one dropped; a dropped connection, a missing grant)."""
+    from src.dashboard import main  # noqa: PLC0415
+
+    database = tmp_path / "optuna.db"
+    make_study(f"sqlite:///{database}")
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TABLE trial_values")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(database), "--port", "0"])
+    message = str(exit_.value.code)
+    assert message.startswith(f"error: {database} cannot be read: (sqlite3.OperationalError) no such table") and (
+        "\n" not in message
+    )
+
+
 def test_an_empty_postgresql_database_is_one_line_and_stays_empty(postgres_url: str) -> None:
     """The dashboard reads a database as it is: Optuna's tables are not made in one that has none."""
     import sqlalchemy  # noqa: PLC0415

@@ -87,6 +87,10 @@ def test_a_bad_or_unreachable_storage_is_one_line_without_its_password(storage: 
             "hydra.sweeper.pruner.n_warmup_step is not a setting of optuna.pruners.MedianPruner; it takes "
             "n_startup_trials, n_warmup_steps, interval_steps, n_min_trials",
         ),
+        (  # a class that needs two settings: the failure is not pinned on the first one alone
+            {"pruner": {"_target_": "optuna.pruners.PatientPruner", "wrapped_pruner": None, "patience": -1}},
+            "hydra.sweeper.pruner (optuna.pruners.PatientPruner) cannot be built from its settings: ",
+        ),
         (
             {"sampler": {"_target_": "optuna.samplers.TPESampler", "n_startup_trials": "ten"}},
             "hydra.sweeper.sampler.n_startup_trials='ten' is not of type int",
