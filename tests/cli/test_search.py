@@ -205,7 +205,7 @@ def test_a_killed_workers_trial_fails_and_a_restarted_worker_finishes_the_study(
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     worker = (*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=0.5",
-              "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+              "hydra.sweeper.grace_period=2", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
     killed = start_cli(*worker, "trainer.max_epochs=1000", data_dir=tiny_mnist)  # its first trial would run for long
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("*/0_tiny_seed1/checkpoints/last.ckpt")) and time.monotonic() < deadline:
@@ -213,7 +213,7 @@ def test_a_killed_workers_trial_fails_and_a_restarted_worker_finishes_the_study(
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert [trial.state.name for trial in study(storage).trials] == ["RUNNING"]
-    time.sleep(3.5)  # the grace period passes without a heartbeat
+    time.sleep(2.2)  # the grace period passes without a heartbeat
     error = cli_in_process("src.train", *worker, "trainer.max_epochs=1", data_dir=tiny_mnist, monkeypatch=monkeypatch)
     assert error is None
     assert [trial.state.name for trial in study(storage).trials] == ["FAIL", "COMPLETE", "COMPLETE"]
