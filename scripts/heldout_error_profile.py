@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from heldout import held_out_batches, held_out_data, parser
 
-from src.mnist.images import MNIST_MEAN, MNIST_STD
+from src.mnist.classifier import normalised
 from src.mnist.record import load_trained
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             val_probs.append(torch.cat([model(batch).exp() for batch in images]))
             correct = nll = 0.0  # the plain training images, as the net sees them
             for batch, y in datamodule._loader(datamodule.train_set, 1000, shuffle=False):
-                logp = model.net(batch.unsqueeze(1).float().div(255).sub(MNIST_MEAN).div(MNIST_STD))
+                logp = model.net(normalised(batch))
                 correct += (logp.argmax(1) == y).sum().item()
                 nll += torch.nn.functional.nll_loss(logp, y, reduction="sum").item()
         wrong = int((val_probs[-1].argmax(1) != labels).sum())

@@ -20,6 +20,7 @@ import torch
 from heldout import held_out_data, parser
 from torch.nn import functional as F
 
+from src.mnist.classifier import normalised
 from src.mnist.images import MNIST_MEAN, MNIST_STD
 from src.mnist.record import load_trained
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(0)  # the order of the training images
     with torch.no_grad():
         for images, _ in datamodule._loader(datamodule.train_set, 64, shuffle=True):
-            model.net(images.unsqueeze(1).float().div(255).sub(MNIST_MEAN).div(MNIST_STD))
+            model.net(normalised(images))
     results["shifts, BatchNorm recomputed"] = accuracy([])
     for name, value in results.items():
         print(name, value)

@@ -43,12 +43,10 @@ def answer(model: Model, body: bytes) -> dict:
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise Refused(
-            HTTPStatus.BAD_REQUEST, 'the body is not JSON; send {"image": "data:image/png;base64,..."}'
-        ) from None
+        raise Refused(HTTPStatus.BAD_REQUEST, f"the body is not JSON; send {EXPECTED}") from None
     image = request.get("image") if isinstance(request, dict) else None
     if not isinstance(image, str) or not image.startswith(PNG_DATA_URL):
-        raise Refused(HTTPStatus.BAD_REQUEST, 'no PNG: send {"image": "data:image/png;base64,..."}')
+        raise Refused(HTTPStatus.BAD_REQUEST, f"no PNG: send {EXPECTED}")
     try:
         png = base64.b64decode(image.removeprefix(PNG_DATA_URL), validate=True)
     except (binascii.Error, ValueError):

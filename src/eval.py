@@ -33,9 +33,10 @@ PRECISIONS = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mix
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     device = torch_device(cfg.device)
+    check_precision(cfg.precision)
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
     shifts = None if cfg.test_time_shifts is None else OmegaConf.to_container(cfg.test_time_shifts)
-    model, record, epochs, _ = load_trained(ckpt_path, test_time_shifts=shifts)
+    model, record, epochs = load_trained(ckpt_path, test_time_shifts=shifts)
     split = held_out_split(record, ckpt_path) if cfg.held_out else None
     images, labels = evaluation_digits(Path(cfg.data.root).expanduser().resolve(), cfg.data.download,
                                        **(asdict(split) if split else {}))  # fmt: skip
@@ -60,10 +61,14 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     return summary
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """What training's `trainer.precision` computes evaluation in: float32, or autocast to bf16 or fp16."""
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise UserError(f"precision={precision} is not one of {', '.join(PRECISIONS)}")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What training's `trainer.precision` computes evaluation in: float32, or autocast to bf16 or fp16."""
+    check_precision(precision)
     dtype = PRECISIONS[precision]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 

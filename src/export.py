@@ -6,6 +6,7 @@ before anything is written: a single image whose top-1 differs stops the export 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from src.core.checkpoint import checkpoint_bytes
 from src.core.cli import in_new_dir
 from src.core.errors import UserError
 from src.core.files import replaced_atomically, write_json_atomically
@@ -35,7 +37,9 @@ def export(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if cfg.quantize not in QUANTIZE:
         raise UserError(f"quantize={cfg.quantize} is not one of int8, null (fp32 only)")
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    model, record, epochs, sha256 = load_trained(ckpt_path)
+    contents = checkpoint_bytes(ckpt_path)
+    sha256 = hashlib.sha256(contents).hexdigest()  # of the bytes loaded
+    model, record, epochs = load_trained(ckpt_path, contents=contents)
     root = Path(cfg.data.root).expanduser().resolve()
     images, labels = evaluation_digits(root, cfg.data.download)
     batch = normalised(images)

@@ -73,7 +73,7 @@ def without_password(arg: str) -> str:
 class StopRequests:
     """While entered: the first stop signal is recorded (`signum`) and passed to Lightning's SIGTERM handler (which
     sets `trainer.received_sigterm`); one that comes before `fit`/`test` has installed that handler is only recorded,
-    and `StopWhenRequested` passes it on at the next batch's end (before `fit`, the run checks `signum` itself); a
+    and `StopWhenRequested` passes it on as the stage starts (before `fit`, the run checks `signum` itself); a
     second SIGINT raises KeyboardInterrupt at once. Lightning composes the SIGTERM handler it installs with the one in
     place when `fit` starts, this one, so a SIGTERM reaches both. On leaving, the previous handlers come back."""
 

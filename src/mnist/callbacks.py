@@ -241,19 +241,20 @@ class RecordInCheckpoint(pl.Callback):
 
 class StopWhenRequested(pl.Callback):
     """A stop signal that came after the run began taking them (`StopRequests`) but before `fit` or `test` installed
-    Lightning's SIGTERM handler was only recorded: it is passed to that handler at the next batch's end, so that the
-    loops stop there, as for a signal during training (same checkpoint, summary and exit status)."""
+    Lightning's SIGTERM handler was only recorded: it is passed to that handler as the stage starts (the handler is in
+    place by then), so that the loops stop after the first batch, as for a signal during training (same checkpoint,
+    summary and exit status)."""
 
     def __init__(self, stop: StopRequests) -> None:
         self.stop = stop
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_sanity_check_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._pass_on(trainer)
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._pass_on(trainer)
 
-    def on_test_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_test_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._pass_on(trainer)
 
     def _pass_on(self, trainer: pl.Trainer) -> None:

@@ -5,7 +5,6 @@ alone: nothing here imports Lightning), a distillation teacher, and a resumed ru
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import re
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from src.core.checkpoint import CONFIG_KEY, checkpoint_bytes, load_checkpoint
+from src.core.checkpoint import CONFIG_KEY, load_checkpoint
 from src.core.errors import UserError, reason_of
 from src.mnist import nets
 from src.mnist.classifier import TrainedNet
@@ -193,14 +192,16 @@ class Trained(NamedTuple):
     model: TrainedNet  # in eval mode
     record: RunRecord
     epochs: int  # epochs it trained
-    sha256: str  # of the checkpoint file, as read
 
 
 def load_trained(
-    path: str | Path, key: str = "ckpt_path", test_time_shifts: Sequence[Sequence[int]] | None = None
+    path: str | Path,
+    key: str = "ckpt_path",
+    test_time_shifts: Sequence[Sequence[int]] | None = None,
+    contents: bytes | None = None,
 ) -> Trained:
-    """The trained net of a checkpoint `src.train` wrote, with its record; `test_time_shifts` replace the recipe's."""
-    contents = checkpoint_bytes(path, key)
+    """The trained net of a checkpoint `src.train` wrote, with its record; `test_time_shifts` replace the recipe's.
+    `contents`: the file's bytes, where already read (to hash what is loaded)."""
     checkpoint, record = read_checkpoint(path, key, contents)
     try:
         model = record.build_net(test_time_shifts)
@@ -209,7 +210,7 @@ def load_trained(
             f"{key}={path} holds a record whose net cannot be built ({type(error).__name__}: {error})"
         ) from None
     record.load_weights(model, checkpoint["state_dict"], path, key)
-    return Trained(model.eval(), record, checkpoint["epoch"] + 1, hashlib.sha256(contents).hexdigest())
+    return Trained(model.eval(), record, checkpoint["epoch"] + 1)
 
 
 def load_teacher(path: str | Path, split: Split) -> nn.Module:

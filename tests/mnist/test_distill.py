@@ -93,7 +93,7 @@ def test_a_distilled_student_trains_and_is_evaluated_without_its_teacher(
     assert summary["per_epoch"][0]["train_loss"] != pytest.approx(labels_only["per_epoch"][0]["train_loss"], rel=1e-3)
     teacher.unlink()
     ckpt = tmp_path / "student" / "checkpoints" / "last.ckpt"
-    student, record, *_ = load_trained(ckpt)
+    student, record, _ = load_trained(ckpt)
     assert student.num_params == recipe_params("tiny")
     assert record.model["distillation"]["checkpoint"] == str(teacher)
     error = cli_in_process("src.eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", data_dir=tiny_mnist,
