@@ -414,8 +414,10 @@ def new_database(url: str, name: str, password: str | None = None) -> str:
     throwaway server trusts any)."""
     import sqlalchemy  # noqa: PLC0415 - the sweep extras', for the PostgreSQL tests only
 
-    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
-                                      isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)  # fmt: skip
+    from src.core.search import database_url  # noqa: PLC0415 - imports Optuna, installed with them
+
+    engine = sqlalchemy.create_engine(database_url(url), isolation_level="AUTOCOMMIT",
+                                      poolclass=sqlalchemy.pool.NullPool)  # fmt: skip
     try:
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))

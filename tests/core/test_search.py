@@ -23,6 +23,7 @@ from src.core.search import (
     LOCK_CONNECTION,
     Search,
     counted,
+    database_url,
     open_storage,
     running_trial,
     search_space,
@@ -161,8 +162,7 @@ def test_a_running_trial_without_a_heartbeat_for_the_grace_period_fails(tmp_path
 
 def lock_connections(url: str) -> list[int]:
     """The server processes of the search lock's connections (PostgreSQL's view of who is connected)."""
-    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
-                                      poolclass=sqlalchemy.pool.NullPool)  # fmt: skip
+    engine = sqlalchemy.create_engine(database_url(url), poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as connection:
             query = "SELECT pid FROM pg_stat_activity WHERE application_name = :name"
